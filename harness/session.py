@@ -1,0 +1,203 @@
+"""State shared by the checks of one run: selected cases, built models, prepared variants.
+
+A run builds each case once and prepares each (case, variant) once. Prepared models are
+kept in a small least-recently-used cache, and the plugin orders checks by case and
+variant, so a run holds at most a couple of models at a time; reference outputs are kept
+as CPU tensors per (case, input).
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.backends import Backend, PreparedModel, Variant, VariantSkipped, get_backend, select_variants
+from harness.backends.eager import EagerBackend, float64_variant, reference_variant
+from harness.cases import BuiltCase, Case, build_case, checkpoint_case, load_case_file, select_cases
+from harness.environment import collect_environment, resolve_device
+from harness.inputs import InputSpec, ModelInputs, build_inputs
+from harness.probes.compare import has_vocabulary_logits, primary_output
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunOptions:
+    """What a run covers; the command line and ``harness run`` fill it."""
+
+    cases: str | None = None
+    backends: str | None = None
+    device: str = "auto"
+    checkpoints: list[str] = field(default_factory=list)
+    case_files: list[str] = field(default_factory=list)
+    references_dir: Path = Path("reference_outputs")
+    prepared_cache_size: int = 2
+
+
+@dataclass
+class ReferenceRun:
+    """The live reference's output on one input, and the fp64 run that sets its noise floor."""
+
+    output: torch.Tensor
+    float64_output: torch.Tensor | None
+    vocabulary: bool
+    notes: list[str] = field(default_factory=list)
+
+
+class HarnessSession:
+    """Builds, prepares and caches what checks need; one per run."""
+
+    def __init__(self, options: RunOptions) -> None:
+        self.options = options
+        self.device = resolve_device(options.device)
+        extra = [case for path in options.case_files for case in load_case_file(path)]
+        extra += [checkpoint_case(path) for path in options.checkpoints]
+        self.extra_cases = extra
+        self.cases = select_cases(options.cases, self.device, extra)
+        if options.checkpoints and not options.cases:
+            # A run given a checkpoint is about that checkpoint.
+            self.cases = [case for case in self.cases if case in extra]
+        self.environment = collect_environment(self.device)
+        self._built: dict[str, BuiltCase | BaseException] = {}
+        self._prepared: OrderedDict[tuple[str, str], PreparedModel] = OrderedDict()
+        self._references: dict[tuple[str, str], ReferenceRun] = {}
+        self._inputs: dict[tuple[str, str], ModelInputs] = {}
+
+    # Selection
+
+    def variants(self, case: Case) -> list[tuple[Backend, Variant]]:
+        return select_variants(self.options.backends, case, self.device)
+
+    def reference_variant(self, case: Case) -> Variant:
+        return reference_variant(case)
+
+    # Building and preparing
+
+    def built(self, case: Case) -> BuiltCase:
+        """Return the built case; a build that failed raises the same error for every check."""
+        cached = self._built.get(case.id)
+        if cached is None:
+            try:
+                cached = build_case(case)
+            except Exception as error:  # noqa: BLE001 - every check of the case reports this error
+                cached = error
+            self._built[case.id] = cached
+        if isinstance(cached, BaseException):
+            raise RuntimeError(f"building case {case.id!r} failed: {type(cached).__name__}: {cached}") from cached
+        return cached
+
+    def prepared(self, case: Case, variant: Variant) -> PreparedModel:
+        """Return the prepared model for (case, variant), preparing it on first use."""
+        key = (case.id, variant.id)
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
+
+        backend = get_backend(variant.backend)
+        reason = backend.skip_reason(case, variant, self.device)
+        if reason:
+            raise VariantSkipped(reason)
+        built = self.built(case)
+        self._evict(keep=self.options.prepared_cache_size - 1)
+        prepared = backend.prepare(built, variant, self.device)
+        log.info("prepared %s %s in %.2f s", case.id, variant.id, prepared.prepare_seconds)
+        self._prepared[key] = prepared
+        return prepared
+
+    def _evict(self, keep: int) -> None:
+        while len(self._prepared) > max(keep, 0):
+            self._prepared.popitem(last=False)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def release(self) -> None:
+        """Drop every prepared model (at the end of a case, or of the run)."""
+        self._evict(keep=0)
+
+    # Inputs and references
+
+    def inputs(self, case: Case, spec: InputSpec) -> ModelInputs:
+        key = (case.id, spec.name)
+        if key not in self._inputs:
+            built = self.built(case)
+            self._inputs[key] = build_inputs(case.inputs, built.config, spec, built.tokenizer)
+        return self._inputs[key]
+
+    def reference(self, case: Case, spec: InputSpec) -> ReferenceRun:
+        """Return the live fp32 reference's output on ``spec``, and its fp64 twin."""
+        key = (case.id, spec.name)
+        if key in self._references:
+            return self._references[key]
+
+        inputs = self.inputs(case, spec)
+        outputs = self.prepared(case, reference_variant(case)).forward(inputs)
+        output = primary_output(outputs).detach().float().cpu()
+        float64_output, notes = self._float64_output(case, inputs, output)
+        run = ReferenceRun(output, float64_output, has_vocabulary_logits(outputs), notes)
+        self._references[key] = run
+        return run
+
+    def _float64_output(
+        self, case: Case, inputs: ModelInputs, reference: torch.Tensor
+    ) -> tuple[torch.Tensor | None, list[str]]:
+        """Run the case in fp64 for the noise floor; fall back to sdpa attention if eager gives NaN.
+
+        Eager attention in fp64 fills a fully padded query row with NaN for some models
+        (seen with Llama on a left-padded row), and the NaN spreads to that row's real
+        tokens; fp32 does not show it, so the floor comes from sdpa then, and a note says so.
+        """
+        notes: list[str] = []
+        built = self.built(case)
+        # An fp64 model is twice the fp32 reference; drop prepared models before loading it.
+        self.release()
+        backend = EagerBackend()
+        variant = float64_variant(case)
+        output = self._run_once(backend, built, variant, inputs)
+        if output is not None and not _finite_where(output, reference, inputs.valid):
+            sdpa = Variant(
+                variant.backend, variant.dtype, tuple((k, "sdpa" if k == "attn" else v) for k, v in variant.settings)
+            )
+            notes.append(f"{variant.id} gave non-finite values where fp32 is finite; noise floor from {sdpa.id}")
+            output = self._run_once(backend, built, sdpa, inputs)
+            if output is not None and not _finite_where(output, reference, inputs.valid):
+                notes.append(f"{sdpa.id} is non-finite too; no noise floor")
+                output = None
+        return output, notes
+
+    def _run_once(
+        self, backend: Backend, built: BuiltCase, variant: Variant, inputs: ModelInputs
+    ) -> torch.Tensor | None:
+        try:
+            prepared = backend.prepare(built, variant, self.device)
+        except VariantSkipped as skipped:
+            log.info("no fp64 run for %s: %s", built.case.id, skipped)
+            return None
+        output = primary_output(prepared.forward(inputs)).detach().double().cpu()
+        del prepared
+        gc.collect()
+        return output
+
+
+def _finite_where(output: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor | None) -> bool:
+    from harness.probes.compare import select_valid
+
+    return bool(
+        torch.isfinite(select_valid(output, valid)).all() or not torch.isfinite(select_valid(reference, valid)).all()
+    )
+
+
+def describe_options(options: RunOptions) -> dict[str, Any]:
+    return {
+        "cases": options.cases or "default",
+        "backends": options.backends or "eager",
+        "device": options.device,
+        "checkpoints": options.checkpoints,
+        "case_files": options.case_files,
+    }
