@@ -1,0 +1,203 @@
+"""The ``harness`` command: run, list, report, refs.
+
+``harness run`` runs pytest on the suites with the plugin's options and prints where the
+report went; everything a run does is also reachable as ``pytest suites/ --cases ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import harness
+from harness.paths import default_reports_dir
+
+log = logging.getLogger("harness")
+
+
+class CommandError(Exception):
+    """A bad argument or missing input; printed as one line, exit status 2."""
+
+
+def suites_dir(explicit: str | None = None) -> Path:
+    """Find the suites folder: the given one, the checkout beside the package, or ./suites."""
+    candidates = [Path(explicit)] if explicit else []
+    candidates += [Path(harness.__file__).resolve().parent.parent / "suites", Path.cwd() / "suites"]
+    for candidate in candidates:
+        if (candidate / "test_parity.py").exists():
+            return candidate
+    if explicit:
+        raise CommandError(f"--suites-dir {explicit!r} holds no suite modules (test_*.py)")
+    raise CommandError("cannot find the suites folder; run from the harness checkout or pass --suites-dir")
+
+
+def _add_selection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cases", help="comma-separated case ids, 'default', 'curated' or 'tag:<tag>'")
+    parser.add_argument("--backends", help="comma-separated variant selectors, such as eager or eager:bf16")
+    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"), help="where models run")
+    parser.add_argument("--checkpoint", action="append", default=[], help="local checkpoint folder to run as a case")
+    parser.add_argument("--case-file", action="append", default=[], help="TOML file declaring extra cases")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="harness", description="Conformance and benchmark harness for Transformers models"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what is built and run, with timings")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run suites and write results.jsonl and an HTML report")
+    _add_selection(run)
+    run.add_argument("--suites", help="comma-separated suite names (default: parity)")
+    run.add_argument(
+        "--out", default=str(default_reports_dir()), help="folder that receives <run-id>/ (default: reports)"
+    )
+    run.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
+    run.add_argument("--suites-dir", help="folder of suite modules (default: the checkout's suites/)")
+    run.add_argument("--references", default="reference_outputs", help="folder of golden reference files")
+    run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after '--'")
+
+    listing = commands.add_parser("list", help="list cases, backends or suites")
+    listing.add_argument("what", choices=("cases", "backends", "suites"))
+    listing.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"))
+    listing.add_argument("--case-file", action="append", default=[], help="TOML file declaring extra cases")
+    listing.add_argument("--suites-dir", help="folder of suite modules")
+
+    report = commands.add_parser("report", help="render the HTML report of a run folder again")
+    report.add_argument("run", help="run folder (reports/<run-id>) or a run id under --out")
+    report.add_argument("--out", default=str(default_reports_dir()), help="folder that holds run folders")
+
+    refs = commands.add_parser("refs", help="manage golden reference files")
+    refs_commands = refs.add_subparsers(dest="refs_command", required=True)
+    update = refs_commands.add_parser("update", help="write golden references for cases and variants")
+    _add_selection(update)
+    update.add_argument("--references", default="reference_outputs", help="folder to write into")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        if args.command == "run":
+            return command_run(args)
+        if args.command == "list":
+            return command_list(args)
+        if args.command == "report":
+            return command_report(args)
+        if args.command == "refs":
+            return command_refs_update(args)
+    except (CommandError, ValueError, FileNotFoundError) as error:
+        print(f"harness: error: {error}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+def command_run(args: argparse.Namespace) -> int:
+    import pytest
+
+    from harness.pytest_plugin import _new_run_id
+
+    run_id = args.run_id or _new_run_id()
+    pytest_args = [
+        str(suites_dir(args.suites_dir)),
+        "--out",
+        args.out,
+        "--run-id",
+        run_id,
+        "--device",
+        args.device,
+        "--references",
+        args.references,
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "--rootdir",
+        str(suites_dir(args.suites_dir).parent),
+    ]
+    for option in ("cases", "backends", "suites"):
+        value = getattr(args, option)
+        if value:
+            pytest_args += [f"--{option}", value]
+    for path in args.checkpoint:
+        pytest_args += ["--checkpoint", path]
+    for path in args.case_file:
+        pytest_args += ["--case-file", path]
+    pytest_args += list(args.pytest_args)
+
+    status = int(pytest.main(pytest_args))
+    report = Path(args.out) / run_id / "index.html"
+    if report.exists():
+        print(f"report: {report}")
+    elif status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+        return 2
+    return status
+
+
+def command_list(args: argparse.Namespace) -> int:
+    from harness import listing
+
+    if args.what == "cases":
+        rows = listing.case_rows(args.device, args.case_file)
+    elif args.what == "backends":
+        rows = listing.backend_rows(args.device)
+    else:
+        rows = listing.suite_rows(suites_dir(args.suites_dir))
+    print(listing.format_rows(rows))
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+
+    run_dir = Path(args.run)
+    if not run_dir.is_dir():
+        run_dir = Path(args.out) / args.run
+    if not run_dir.is_dir():
+        raise CommandError(f"run {args.run!r} not found: neither a folder nor a run id under {args.out}")
+    print(f"report: {render_report(run_dir)}")
+    return 0
+
+
+def command_refs_update(args: argparse.Namespace) -> int:
+    from harness.backends import VariantSkipped
+    from harness.inputs import PLAIN
+    from harness.probes.compare import primary_output
+    from harness.references import write_reference
+    from harness.session import HarnessSession, RunOptions
+
+    options = RunOptions(
+        cases=args.cases,
+        backends=args.backends,
+        device=args.device,
+        checkpoints=args.checkpoint,
+        case_files=args.case_file,
+    )
+    session = HarnessSession(options)
+    folder = Path(args.references)
+    written = 0
+    for case in session.cases:
+        for _, variant in session.variants(case):
+            try:
+                prepared = session.prepared(case, variant)
+            except VariantSkipped as skipped:
+                print(f"skipped {case.id} {variant.id}: {skipped}")
+                continue
+            output = primary_output(prepared.forward(session.inputs(case, PLAIN)))
+            path = write_reference(folder, case, variant, PLAIN, output, session.environment["versions"])
+            written += 1
+            log.info("wrote %s", path)
+        session.release()
+    print(f"wrote {written} golden references under {folder}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
