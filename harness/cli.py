@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run suites and write results.jsonl and an HTML report")
     _add_selection(run)
-    run.add_argument("--suites", help="comma-separated suite names (default: parity)")
+    run.add_argument("--suites", help="comma-separated suite names (default: the suites run by default)")
     run.add_argument(
         "--out", default=str(default_reports_dir()), help="folder that receives <run-id>/ (default: reports)"
     )

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from harness.backends import UnknownBackendError, VariantSkipped, get_backend
-from harness.cases import CaseFileError, UnknownCaseError
+from harness.cases import Case, CaseFileError, UnknownCaseError
 from harness.checks import Check, CheckSpec
 from harness.environment import result_environment
 from harness.inputs import resolve_padding
@@ -28,8 +28,6 @@ from harness.session import HarnessSession, RunOptions, describe_options
 
 log = logging.getLogger(__name__)
 
-# Suites that run when --suites is not given.
-DEFAULT_SUITES = ("parity",)
 
 _RUN = pytest.StashKey["HarnessRun"]()
 _CHECK = pytest.StashKey[Check]()
@@ -40,7 +38,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "Transformers conformance harness")
     group.addoption("--cases", default=None, help="comma-separated case ids, 'default', 'curated' or 'tag:<tag>'")
     group.addoption("--backends", default=None, help="comma-separated variant selectors such as eager or eager:bf16")
-    group.addoption("--suites", default=None, help=f"comma-separated suite names (default: {','.join(DEFAULT_SUITES)})")
+    group.addoption(
+        "--suites", default=None, help="comma-separated suite names (default: the suites that set RUN_BY_DEFAULT)"
+    )
     group.addoption("--device", default="auto", help="cpu, cuda or auto (cuda when visible)")
     group.addoption("--out", default=None, help="folder that receives <run-id>/results.jsonl and index.html")
     group.addoption("--run-id", default=None, help="name of the run folder (default: a timestamp)")
@@ -113,11 +113,19 @@ def _new_run_id() -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_check(spec): a harness check parametrized over case x variant x input")
-    config.stash[_RUN] = HarnessRun(config)
+    run = HarnessRun(config)
+    config.stash[_RUN] = run
+    option = config.option
+    if option.cases or option.backends or option.checkpoint or option.case_file:
+        # Validate the selection now, so a typo is one usage error line rather than a collection error.
+        run.session  # noqa: B018 - building the session validates the options
 
 
 def suite_name(module: Any) -> str:
-    """Return a suite module's name: its SUITE attribute, else the file name without ``test_``."""
+    """Return a suite module's name: its SUITE attribute, else the file name without ``test_``.
+
+    A suite module also sets ``RUN_BY_DEFAULT = True`` to run when ``--suites`` is not given.
+    """
     declared = getattr(module, "SUITE", None)
     if declared:
         return str(declared)
@@ -151,7 +159,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def is_check(item: pytest.Item) -> bool:
-    return item.get_closest_marker("harness_check") is not None and hasattr(item, "callspec")
+    """Return whether ``item`` is a harness check with a case (a parameter set left empty has none)."""
+    if item.get_closest_marker("harness_check") is None or not hasattr(item, "callspec"):
+        return False
+    return isinstance(item.callspec.params.get("case"), Case)
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -160,7 +171,10 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         return
     known = sorted({suite_name(item.module) for item in checks})
     requested = config.option.suites
-    wanted = _parse_suites(requested, known) if requested else [name for name in DEFAULT_SUITES if name in known]
+    if requested:
+        wanted = _parse_suites(requested, known)
+    else:
+        wanted = sorted({suite_name(item.module) for item in checks if getattr(item.module, "RUN_BY_DEFAULT", False)})
 
     kept, deselected = [], []
     for item in items:

@@ -37,7 +37,8 @@ class RunOptions:
     checkpoints: list[str] = field(default_factory=list)
     case_files: list[str] = field(default_factory=list)
     references_dir: Path = Path("reference_outputs")
-    prepared_cache_size: int = 2
+    # Prepared variants kept besides the live reference; checks are ordered by variant, so one suffices.
+    prepared_cache_size: int = 1
 
 
 @dataclass
@@ -66,6 +67,8 @@ class HarnessSession:
         self.environment = collect_environment(self.device)
         self._built: dict[str, BuiltCase | BaseException] = {}
         self._prepared: OrderedDict[tuple[str, str], PreparedModel] = OrderedDict()
+        self._pinned: dict[tuple[str, str], PreparedModel] = {}
+        self._float64: dict[str, PreparedModel | None] = {}
         self._references: dict[tuple[str, str], ReferenceRun] = {}
         self._inputs: dict[tuple[str, str], ModelInputs] = {}
 
@@ -93,8 +96,14 @@ class HarnessSession:
         return cached
 
     def prepared(self, case: Case, variant: Variant) -> PreparedModel:
-        """Return the prepared model for (case, variant), preparing it on first use."""
+        """Return the prepared model for (case, variant), preparing it on first use.
+
+        The live reference stays loaded until the case is released, since every other
+        variant is compared with it; other variants share a small least-recently-used cache.
+        """
         key = (case.id, variant.id)
+        if key in self._pinned:
+            return self._pinned[key]
         if key in self._prepared:
             self._prepared.move_to_end(key)
             return self._prepared[key]
@@ -104,10 +113,15 @@ class HarnessSession:
         if reason:
             raise VariantSkipped(reason)
         built = self.built(case)
-        self._evict(keep=self.options.prepared_cache_size - 1)
+        is_reference = variant == reference_variant(case)
+        if not is_reference:
+            self._evict(keep=self.options.prepared_cache_size - 1)
         prepared = backend.prepare(built, variant, self.device)
         log.info("prepared %s %s in %.2f s", case.id, variant.id, prepared.prepare_seconds)
-        self._prepared[key] = prepared
+        if is_reference:
+            self._pinned[key] = prepared
+        else:
+            self._prepared[key] = prepared
         return prepared
 
     def _evict(self, keep: int) -> None:
@@ -118,7 +132,9 @@ class HarnessSession:
             torch.cuda.empty_cache()
 
     def release(self) -> None:
-        """Drop every prepared model (at the end of a case, or of the run)."""
+        """Drop every prepared model, the reference and the fp64 twin included (at the end of a case)."""
+        self._pinned.clear()
+        self._float64.clear()
         self._evict(keep=0)
 
     # Inputs and references
@@ -154,35 +170,32 @@ class HarnessSession:
         tokens; fp32 does not show it, so the floor comes from sdpa then, and a note says so.
         """
         notes: list[str] = []
-        built = self.built(case)
-        # An fp64 model is twice the fp32 reference; drop prepared models before loading it.
-        self.release()
-        backend = EagerBackend()
         variant = float64_variant(case)
-        output = self._run_once(backend, built, variant, inputs)
+        output = self._float64_run(case, variant, inputs)
         if output is not None and not _finite_where(output, reference, inputs.valid):
             sdpa = Variant(
                 variant.backend, variant.dtype, tuple((k, "sdpa" if k == "attn" else v) for k, v in variant.settings)
             )
             notes.append(f"{variant.id} gave non-finite values where fp32 is finite; noise floor from {sdpa.id}")
-            output = self._run_once(backend, built, sdpa, inputs)
+            output = self._float64_run(case, sdpa, inputs)
             if output is not None and not _finite_where(output, reference, inputs.valid):
                 notes.append(f"{sdpa.id} is non-finite too; no noise floor")
                 output = None
         return output, notes
 
-    def _run_once(
-        self, backend: Backend, built: BuiltCase, variant: Variant, inputs: ModelInputs
-    ) -> torch.Tensor | None:
-        try:
-            prepared = backend.prepare(built, variant, self.device)
-        except VariantSkipped as skipped:
-            log.info("no fp64 run for %s: %s", built.case.id, skipped)
+    def _float64_run(self, case: Case, variant: Variant, inputs: ModelInputs) -> torch.Tensor | None:
+        """Run ``inputs`` through the fp64 twin, kept loaded until the case is released."""
+        key = f"{case.id}/{variant.id}"
+        if key not in self._float64:
+            try:
+                self._float64[key] = EagerBackend().prepare(self.built(case), variant, self.device)
+            except VariantSkipped as skipped:
+                log.info("no fp64 run for %s: %s", case.id, skipped)
+                self._float64[key] = None
+        prepared = self._float64[key]
+        if prepared is None:
             return None
-        output = primary_output(prepared.forward(inputs)).detach().double().cpu()
-        del prepared
-        gc.collect()
-        return output
+        return primary_output(prepared.forward(inputs)).detach().double().cpu()
 
 
 def _finite_where(output: torch.Tensor, reference: torch.Tensor, valid: torch.Tensor | None) -> bool:

@@ -25,6 +25,7 @@ from harness.references import (
 from harness.tolerances import judge, tolerance_for
 
 SUITE = "parity"
+RUN_BY_DEFAULT = True
 
 
 @check(variants="non-reference", inputs=(PLAIN, PADDED))

@@ -32,6 +32,7 @@ __all__ = [
     "load_backends",
     "register_backend",
     "select_variants",
+    "unregister_backend",
 ]
 
 ENTRY_POINT_GROUP = "harness.backends"
@@ -47,6 +48,11 @@ class UnknownBackendError(ValueError):
 def register_backend(backend: Backend) -> None:
     """Register a backend instance directly (tests and notebooks; packages use the entry point)."""
     _registered[backend.name] = backend
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend that ``register_backend`` added."""
+    _registered.pop(name, None)
 
 
 @cache

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import glob
 import html
+import importlib
 import logging
+import pkgutil
 from pathlib import Path
 from typing import Any
 
 import jinja2
 import pandas as pd
 
-from harness.report import parity  # noqa: F401 - registers the parity section
 from harness.report.sections import Section, Table, section_renderers
 from harness.results import RESULTS_FILE, load_results, read_run_info
 
@@ -20,6 +21,17 @@ __all__ = ["render_report", "results_files"]
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "index.html"
+# Modules of this package that are not suite sections.
+_INFRASTRUCTURE = {"figures", "sections"}
+
+
+def _load_sections() -> None:
+    """Import every section module of this package; each registers its suite's renderer."""
+    for module in pkgutil.iter_modules(__path__):
+        if module.name not in _INFRASTRUCTURE:
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
 STATUS_ORDER = ("error", "fail", "xfail", "pass", "skip")
 
 
@@ -74,6 +86,7 @@ def render_report(run_dir: Path, output: Path | None = None) -> Path:
         raise FileNotFoundError(f"no {RESULTS_FILE} in {run_dir}; run 'harness run' first or pass a run folder")
     results = load_results(files)
     info = read_run_info(run_dir)
+    _load_sections()
 
     sections: list[Section] = []
     for suite, renderer in section_renderers().items():
