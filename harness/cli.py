@@ -101,11 +101,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    # Only light modules may be imported before pytest.main: pytest cannot rewrite the
+    # asserts of plugins already imported (transformers pulls in anyio's).
     import pytest
 
-    from harness.pytest_plugin import _new_run_id
+    from harness.results import new_run_id
 
-    run_id = args.run_id or _new_run_id()
+    run_id = args.run_id or new_run_id()
     pytest_args = [
         str(suites_dir(args.suites_dir)),
         "--out",
@@ -132,11 +134,9 @@ def command_run(args: argparse.Namespace) -> int:
         pytest_args += ["--case-file", path]
     pytest_args += list(args.pytest_args)
 
+    # The plugin's terminal summary prints the paths of the results and the report.
     status = int(pytest.main(pytest_args))
-    report = Path(args.out) / run_id / "index.html"
-    if report.exists():
-        print(f"report: {report}")
-    elif status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
+    if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return 2
     return status
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as _datetime
 import logging
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from harness.checks import Check, CheckSpec
 from harness.environment import result_environment
 from harness.inputs import resolve_padding
 from harness.paths import default_reports_dir
-from harness.results import RESULTS_FILE, Result, ResultsWriter, write_run_info
+from harness.results import RESULTS_FILE, Result, ResultsWriter, new_run_id, write_run_info
 from harness.session import HarnessSession, RunOptions, describe_options
 
 log = logging.getLogger(__name__)
@@ -84,7 +83,7 @@ class HarnessRun:
         option = self.config.option
         if option.run_id is None:
             worker_input = getattr(self.config, "workerinput", None)
-            option.run_id = (worker_input or {}).get("harness_run_id") or _new_run_id()
+            option.run_id = (worker_input or {}).get("harness_run_id") or new_run_id()
         return option.run_id
 
     def results_file(self) -> Path:
@@ -104,11 +103,6 @@ class HarnessRun:
 
 def _now() -> str:
     return _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _new_run_id() -> str:
-    stamp = _datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{secrets.token_hex(2)}"
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -7,10 +7,12 @@ run's environment and options).
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import math
 import os
+import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -68,6 +70,12 @@ def _restore_floats(value: Any) -> Any:
     if isinstance(value, list):
         return [_restore_floats(item) for item in value]
     return value
+
+
+def new_run_id() -> str:
+    """Return a run id: the local time, then 4 random hex digits so parallel runs never collide."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{secrets.token_hex(2)}"
 
 
 class ResultsWriter:

@@ -17,7 +17,16 @@ from typing import Any
 
 import torch
 
-from harness.backends import Backend, PreparedModel, Variant, VariantSkipped, get_backend, select_variants
+from harness.backends import (
+    Backend,
+    PreparedModel,
+    UnknownBackendError,
+    Variant,
+    VariantSkipped,
+    get_backend,
+    parse_selector,
+    select_variants,
+)
 from harness.backends.eager import EagerBackend, float64_variant, reference_variant
 from harness.cases import BuiltCase, Case, build_case, checkpoint_case, load_case_file, select_cases
 from harness.environment import collect_environment, resolve_device
@@ -64,6 +73,7 @@ class HarnessSession:
         if options.checkpoints and not options.cases:
             # A run given a checkpoint is about that checkpoint.
             self.cases = [case for case in self.cases if case in extra]
+        self._check_backend_selector()
         self.environment = collect_environment(self.device)
         self._built: dict[str, BuiltCase | BaseException] = {}
         self._prepared: OrderedDict[tuple[str, str], PreparedModel] = OrderedDict()
@@ -73,6 +83,15 @@ class HarnessSession:
         self._inputs: dict[tuple[str, str], ModelInputs] = {}
 
     # Selection
+
+    def _check_backend_selector(self) -> None:
+        """Reject a selector token that names no variant of any selected case."""
+        for token in parse_selector(self.options.backends):
+            if self.cases and not any(select_variants(token, case, self.device) for case in self.cases):
+                backend = get_backend(token.split(":")[0])
+                example = backend.variants(self.cases[0], self.device)
+                hint = f"; {backend.name} variants look like {example[0].id}" if example else ""
+                raise UnknownBackendError(f"backend selector {token!r} matches no variant of the selected cases{hint}")
 
     def variants(self, case: Case) -> list[tuple[Backend, Variant]]:
         return select_variants(self.options.backends, case, self.device)
@@ -184,9 +203,15 @@ class HarnessSession:
         return output, notes
 
     def _float64_run(self, case: Case, variant: Variant, inputs: ModelInputs) -> torch.Tensor | None:
-        """Run ``inputs`` through the fp64 twin, kept loaded until the case is released."""
+        """Run ``inputs`` through the fp64 twin, kept loaded until the case is released.
+
+        One fp64 model is held at a time (twice the size of the fp32 reference); asking for
+        another variant replaces it.
+        """
         key = f"{case.id}/{variant.id}"
         if key not in self._float64:
+            self._float64.clear()
+            gc.collect()
             try:
                 self._float64[key] = EagerBackend().prepare(self.built(case), variant, self.device)
             except VariantSkipped as skipped:

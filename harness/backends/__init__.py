@@ -29,6 +29,7 @@ __all__ = [
     "Variant",
     "VariantSkipped",
     "get_backend",
+    "parse_selector",
     "load_backends",
     "register_backend",
     "select_variants",

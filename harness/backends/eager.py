@@ -23,8 +23,11 @@ ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa")
 EXPERTS_IMPLEMENTATIONS = ("eager", "batched_mm", "grouped_mm")
 
 # Messages with which Transformers rejects a setting a model does not support; a variant
-# rejected this way is skipped with the message as its reason, anything else is an error.
-_UNSUPPORTED_SETTING = re.compile(r"does not support|not supported|is not available|requires|only supports", re.I)
+# rejected this way, or by an ImportError (a kernel package that is not installed), is
+# skipped with the message as its reason. Anything else is an error.
+_UNSUPPORTED_SETTING = re.compile(
+    r"does not support|not supported|is not available|requires|only supports|cannot be used", re.I
+)
 
 
 def reference_variant(case: Case) -> Variant:
@@ -94,6 +97,6 @@ def load_with_settings(built: BuiltCase, dtype: torch.dtype, device: str, **kwar
         return load_model(built, dtype, device, **kwargs)
     except (ValueError, NotImplementedError, ImportError) as error:
         message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if _UNSUPPORTED_SETTING.search(message):
+        if isinstance(error, ImportError) or _UNSUPPORTED_SETTING.search(message):
             raise VariantSkipped(f"{built.case.model_type} rejects {kwargs}: {message}") from error
         raise

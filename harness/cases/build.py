@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -39,7 +38,7 @@ class BuiltCase:
     config: Any
     tokenizer: Any
     build_seconds: float
-    parameter_count: int
+    parameter_count: int | None
 
 
 def quiet_transformers() -> None:
@@ -196,25 +195,6 @@ def load_tokenizer(case: Case, folder: Path | str) -> Any:
     return transformers.AutoTokenizer.from_pretrained(folder, trust_remote_code=case.trust_remote_code)
 
 
-def count_parameters(folder: Path | str) -> int:
-    """Count parameters from the safetensors headers, without loading any tensor."""
-    if not isinstance(folder, Path):
-        return 0
-    total = 0
-    for file in sorted(folder.glob("*.safetensors")):
-        with file.open("rb") as handle:
-            header_length = int.from_bytes(handle.read(8), "little")
-            header = json.loads(handle.read(header_length))
-        for name, entry in header.items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for size in entry["shape"]:
-                count *= size
-            total += count
-    return total
-
-
 def build_case(case: Case, root: Path | None = None) -> BuiltCase:
     """Materialize ``case`` and read back its config and tokenizer."""
     quiet_transformers()
@@ -228,7 +208,7 @@ def build_case(case: Case, root: Path | None = None) -> BuiltCase:
         config=config,
         tokenizer=tokenizer,
         build_seconds=time.perf_counter() - started,
-        parameter_count=count_parameters(folder),
+        parameter_count=parameter_count(case),
     )
 
 
