@@ -48,15 +48,28 @@ def worst_status(statuses: list[str]) -> str:
     return "skip"
 
 
+def matrix_column(backend: str, metrics: dict[str, Any]) -> str:
+    """Return the matrix column of a variant: its id without the experts implementation.
+
+    MoE cases have three experts implementations per dtype and attention; folding them
+    keeps one column per dtype and attention for every case, and the tooltip keeps them apart.
+    """
+    experts = (metrics or {}).get("experts")
+    if experts and backend.endswith(f":{experts}"):
+        return backend[: -len(experts) - 1]
+    return backend
+
+
 def summary_matrix(results: pd.DataFrame) -> dict[str, Any]:
     """Build the case x backend matrix: each cell the worst status, with counts and a tooltip."""
+    results = results.assign(column=[matrix_column(row.backend, row.metrics) for row in results.itertuples()])
     cases = list(dict.fromkeys(results["case"]))
-    backends = sorted(dict.fromkeys(results["backend"]))
+    backends = sorted(dict.fromkeys(results["column"]))
     cells: dict[tuple[str, str], dict[str, Any]] = {}
-    for (case, backend), group in results.groupby(["case", "backend"], sort=False):
+    for (case, backend), group in results.groupby(["case", "column"], sort=False):
         statuses = list(group["status"])
         counts = {status: statuses.count(status) for status in STATUS_ORDER if status in statuses}
-        lines = [f"{row.suite} {row.input}: {row.status}" for row in group.itertuples()]
+        lines = [f"{row.backend} {row.suite} {row.input}: {row.status}" for row in group.itertuples()]
         cells[(case, backend)] = {
             "status": worst_status(statuses),
             "text": " ".join(f"{count} {status}" for status, count in counts.items()),

@@ -89,3 +89,18 @@ def test_missing_results_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no results.jsonl in"):
         render_report(tmp_path)
+
+
+def test_matrix_folds_experts_implementations_into_one_column(tmp_path):
+    moe = {"dtype": "bf16", "experts": "grouped_mm"}
+    write_run(
+        tmp_path,
+        [
+            parity_result(case="olmoe-tiny", backend="eager:bf16:sdpa:grouped_mm", metrics=moe),
+            parity_result(case="olmoe-tiny", backend="eager:bf16:sdpa:eager", metrics={**moe, "experts": "eager"}),
+        ],
+    )
+    matrix = summary_matrix(load_results(tmp_path / "results.jsonl"))
+
+    assert matrix["backends"] == ["eager:bf16:sdpa"]
+    assert matrix["cells"][("olmoe-tiny", "eager:bf16:sdpa")]["text"] == "2 pass"
