@@ -66,9 +66,41 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--case-file", action="append", default=[], help="TOML file declaring extra cases")
     listing.add_argument("--suites-dir", help="folder of suite modules")
 
-    report = commands.add_parser("report", help="render the HTML report of a run folder again")
+    report = commands.add_parser("report", help="render the HTML report of a run, compared with a baseline run")
     report.add_argument("run", help="run folder (reports/<run-id>) or a run id under --out")
     report.add_argument("--out", default=str(default_reports_dir()), help="folder that holds run folders")
+    baseline = report.add_mutually_exclusive_group()
+    baseline.add_argument("--baseline", help="run to compare with (default: the previous run in the same folder)")
+    baseline.add_argument("--no-baseline", action="store_true", help="compare with no other run")
+    report.add_argument(
+        "--margin-drop",
+        type=float,
+        default=0.25,
+        help="margin drop (fraction of tolerance) that counts as a regression",
+    )
+    report.add_argument(
+        "--latency-change", type=float, default=0.10, help="slowdown (fraction) that counts when intervals separate"
+    )
+    report.add_argument("--history", type=int, default=10, help="earlier runs used for flakiness and trends")
+
+    merge = commands.add_parser("merge", help="combine shard runs into one run and render its report")
+    merge.add_argument("runs", nargs="+", help="shard run folders or run ids under --out")
+    merge.add_argument("--out", default=str(default_reports_dir()), help="folder that holds run folders")
+    merge.add_argument("--run-id", help="name of the merged run (default: a timestamp)")
+
+    export = commands.add_parser("export", help="write a run's results as csv, parquet or a markdown summary")
+    export.add_argument("run", help="run folder or a run id under --out")
+    export.add_argument("--out", default=str(default_reports_dir()), help="folder that holds run folders")
+    export.add_argument("--format", choices=("csv", "parquet", "markdown"), default="csv")
+    export.add_argument("--output", help="file to write (default: in the run folder; '-' prints markdown)")
+
+    expected = commands.add_parser("expected", help="manage the file of checks known to fail")
+    expected_commands = expected.add_subparsers(dest="expected_command", required=True)
+    expected_update = expected_commands.add_parser("update", help="list a run's failing checks, drop fixed ones")
+    expected_update.add_argument("run", help="run folder or a run id under --out")
+    expected_update.add_argument("--out", default=str(default_reports_dir()), help="folder that holds run folders")
+    expected_update.add_argument("--file", default="expected_status.toml", help="expected-status file to rewrite")
+    expected_update.add_argument("--reason", help="reason recorded for newly listed checks")
 
     refs = commands.add_parser("refs", help="manage golden reference files")
     refs_commands = refs.add_subparsers(dest="refs_command", required=True)
@@ -93,6 +125,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return command_report(args)
         if args.command == "refs":
             return command_refs_update(args)
+        if args.command == "merge":
+            return command_merge(args)
+        if args.command == "export":
+            return command_export(args)
+        if args.command == "expected":
+            return command_expected_update(args)
     except (CommandError, ValueError, FileNotFoundError) as error:
         print(f"harness: error: {error}", file=sys.stderr)
         return 2
@@ -155,14 +193,59 @@ def command_list(args: argparse.Namespace) -> int:
 
 
 def command_report(args: argparse.Namespace) -> int:
-    from harness.report import render_report
+    from harness.baseline import Thresholds
+    from harness.report import AUTO, render_report
+    from harness.runs import resolve_run
 
-    run_dir = Path(args.run)
-    if not run_dir.is_dir():
-        run_dir = Path(args.out) / args.run
-    if not run_dir.is_dir():
-        raise CommandError(f"run {args.run!r} not found: neither a folder nor a run id under {args.out}")
-    print(f"report: {render_report(run_dir)}")
+    run_dir = resolve_run(args.run, Path(args.out))
+    baseline = None if args.no_baseline else (resolve_run(args.baseline, Path(args.out)) if args.baseline else AUTO)
+    thresholds = Thresholds(margin_drop=args.margin_drop, latency_change=args.latency_change, history=args.history)
+    print(f"report: {render_report(run_dir, baseline=baseline, thresholds=thresholds)}")
+    return 0
+
+
+def command_merge(args: argparse.Namespace) -> int:
+    from harness.report import render_report
+    from harness.results import new_run_id
+    from harness.runs import resolve_run
+    from harness.sharding import merge_runs
+
+    shards = [resolve_run(reference, Path(args.out)) for reference in args.runs]
+    merged = merge_runs(shards, Path(args.out), args.run_id or new_run_id())
+    print(f"merged {len(shards)} runs into {merged}")
+    print(f"report: {render_report(merged, baseline=None)}")
+    return 0
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from harness.exports import CSV_FILE, SUMMARY_FILE, markdown_summary, write_table
+    from harness.runs import load_run, resolve_run
+
+    run = load_run(resolve_run(args.run, Path(args.out)))
+    if args.format == "markdown":
+        text = markdown_summary(run.results, run.run_id)
+        if args.output == "-":
+            print(text, end="")
+            return 0
+        path = Path(args.output) if args.output else run.folder / SUMMARY_FILE
+        path.write_text(text, encoding="utf-8")
+    else:
+        default = run.folder / (CSV_FILE if args.format == "csv" else "results.parquet")
+        path = write_table(run.results, Path(args.output) if args.output else default, args.format)
+    print(f"wrote {path}")
+    return 0
+
+
+def command_expected_update(args: argparse.Namespace) -> int:
+    from harness.expected import update_expected
+    from harness.runs import load_run, resolve_run
+
+    run = load_run(resolve_run(args.run, Path(args.out)))
+    update = update_expected(Path(args.file), run.results, run.run_id, args.reason)
+    print(
+        f"{args.file}: {len(update.added)} added, {len(update.removed)} removed as fixed, "
+        f"{len(update.kept)} still failing"
+    )
     return 0
 
 

@@ -37,3 +37,29 @@ class NoisyLayerBackend(EagerBackend):
         prepared.module.get_submodule(self.module_name).register_forward_hook(add_noise)
         prepared.variant = variant
         return prepared
+
+
+class PlainInputNoiseBackend(NoisyLayerBackend):
+    """Noise on one layer for unpadded batches only, so exactly one check per variant fails."""
+
+    name = "planted"
+
+    def prepare(self, built: BuiltCase, variant: Variant, device: str) -> PreparedModel:
+        prepared = super().prepare(built, variant, device)
+        state = {"padded": False}
+
+        def remember_padding(module, args, kwargs):
+            mask = kwargs.get("attention_mask")
+            state["padded"] = mask is not None and not bool(mask.all())
+
+        prepared.module.register_forward_pre_hook(remember_padding, with_kwargs=True)
+        noisy_module = prepared.module.get_submodule(self.module_name)
+        # The noise hook of NoisyLayerBackend runs first; undo it for padded batches.
+        hooks = list(noisy_module._forward_hooks.values())
+        noisy_module._forward_hooks.clear()
+
+        def conditional_noise(module, args, output):
+            return output if state["padded"] else hooks[0](module, args, output)
+
+        noisy_module.register_forward_hook(conditional_noise)
+        return prepared

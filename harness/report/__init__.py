@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import html
 import importlib
 import logging
@@ -13,16 +12,20 @@ from typing import Any
 import jinja2
 import pandas as pd
 
+from harness.baseline import DEFAULT_THRESHOLDS, Comparison, Thresholds, compare_runs
+from harness.report.baseline import render_comparison
 from harness.report.sections import Section, Table, section_renderers
-from harness.results import RESULTS_FILE, load_results, read_run_info
+from harness.runs import earlier_runs, load_run
 
-__all__ = ["render_report", "results_files"]
+__all__ = ["AUTO", "render_report"]
 
 log = logging.getLogger(__name__)
 
 REPORT_FILE = "index.html"
 # Modules of this package that are not suite sections.
-_INFRASTRUCTURE = {"figures", "sections"}
+_INFRASTRUCTURE = {"baseline", "figures", "sections"}
+# Pass as ``baseline`` to compare with the run that started last before this one, if any.
+AUTO = "auto"
 
 
 def _load_sections() -> None:
@@ -33,12 +36,6 @@ def _load_sections() -> None:
 
 
 STATUS_ORDER = ("error", "fail", "xfail", "pass", "skip")
-
-
-def results_files(run_dir: Path) -> list[Path]:
-    """Return the run's results files: the main one and any written by pytest-xdist workers."""
-    names = sorted(glob.glob(str(run_dir / "results*.jsonl")))
-    return [Path(name) for name in names]
 
 
 def worst_status(statuses: list[str]) -> str:
@@ -92,16 +89,40 @@ def _environment_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     return rows
 
 
-def render_report(run_dir: Path, output: Path | None = None) -> Path:
-    """Render ``run_dir``'s results to a self-contained HTML page; return its path."""
-    files = results_files(run_dir)
-    if not files:
-        raise FileNotFoundError(f"no {RESULTS_FILE} in {run_dir}; run 'harness run' first or pass a run folder")
-    results = load_results(files)
-    info = read_run_info(run_dir)
+def comparison_for(run_dir: Path, baseline: Path | str | None, thresholds: Thresholds) -> Comparison | None:
+    """Compare the run with ``baseline`` (a folder, AUTO for the previous run, or None for no comparison)."""
+    if baseline is None:
+        return None
+    history = earlier_runs(run_dir, limit=thresholds.history)
+    if baseline == AUTO:
+        if not history:
+            return None
+        baseline_dir, history = history[0], history[1:]
+    else:
+        baseline_dir = Path(baseline)
+        history = [path for path in history if path.resolve() != baseline_dir.resolve()]
+    return compare_runs(load_run(run_dir), load_run(baseline_dir), [load_run(path) for path in history], thresholds)
+
+
+def render_report(
+    run_dir: Path,
+    output: Path | None = None,
+    baseline: Path | str | None = AUTO,
+    thresholds: Thresholds = DEFAULT_THRESHOLDS,
+) -> Path:
+    """Render ``run_dir``'s results to a self-contained HTML page; return its path.
+
+    ``baseline`` is the run to compare with: a run folder, AUTO (the run that started last
+    before this one in the same results folder, when there is one) or None.
+    """
+    run = load_run(run_dir)
+    results, info = run.results, run.info
     _load_sections()
 
     sections: list[Section] = []
+    comparison = comparison_for(run_dir, baseline, thresholds)
+    if comparison is not None:
+        sections.append(render_comparison(comparison))
     for suite, renderer in section_renderers().items():
         if results.empty or suite not in set(results["suite"]):
             continue
