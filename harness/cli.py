@@ -116,6 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    # torchao logs a warning per CUDA-only extension it cannot load on CPU machines, and
+    # torch one per enum torchao registers; neither concerns a harness run.
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         if args.command == "run":
             return command_run(args)
@@ -278,7 +282,7 @@ def command_refs_update(args: argparse.Namespace) -> int:
             written += 1
             log.info("wrote %s", path)
         session.release()
-    print(f"wrote {written} golden references under {folder}")
+    print(f"wrote {written} golden reference{'' if written == 1 else 's'} under {folder}")
     return 0
 
 
