@@ -95,7 +95,7 @@ def test_report_renders_an_existing_run_again(tmp_path, capsys):
 def test_report_of_missing_run_is_one_line(tmp_path, capsys):
     assert main(["report", "nope", "--out", str(tmp_path)]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"harness: error: run 'nope' not found: neither a folder nor a run id under {tmp_path}"
+        f"harness: error: run 'nope' not found: neither a run folder nor a run id under {tmp_path}"
     )
 
 

@@ -9,6 +9,7 @@ with seeded weights and cached; GGUF checkpoints are converted once to safetenso
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -38,7 +39,15 @@ class BuiltCase:
     config: Any
     tokenizer: Any
     build_seconds: float
-    parameter_count: int | None
+
+    @functools.cached_property
+    def parameter_count(self) -> int:
+        """Count parameters on the meta device from the built config (no weights, no GGUF parsing)."""
+        with torch.device("meta"):
+            model = auto_class(self.case.auto_class).from_config(
+                self.config, trust_remote_code=self.case.trust_remote_code
+            )
+        return sum(parameter.numel() for parameter in model.parameters())
 
 
 def quiet_transformers() -> None:
@@ -208,7 +217,6 @@ def build_case(case: Case, root: Path | None = None) -> BuiltCase:
         config=config,
         tokenizer=tokenizer,
         build_seconds=time.perf_counter() - started,
-        parameter_count=parameter_count(case),
     )
 
 
