@@ -242,6 +242,14 @@ class OverflowRunner:
         self.session = session
         self.profiles = list(profiles)
         self._cases: dict[str, _CaseState] = {}
+        self._load_paths_compared: set[str] = set()
+
+    def claim_load_path(self, case: Case) -> bool:
+        """Return True the first time it is called for ``case``: the caller compares load paths then."""
+        if case.id in self._load_paths_compared:
+            return False
+        self._load_paths_compared.add(case.id)
+        return True
 
     def _state(self, case: Case) -> _CaseState:
         return self._cases.setdefault(case.id, _CaseState())
