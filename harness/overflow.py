@@ -47,6 +47,7 @@ from harness.stress import (
     StressProfile,
     WeightEdit,
     applied,
+    short_names,
 )
 
 log = logging.getLogger(__name__)
@@ -132,8 +133,8 @@ def judge(runs: Sequence[ProfileRun], dtype: str, margin: float = DEFAULT_MARGIN
     failed = [run for run in ran if run.failed]
     if failed:
         run = failed[0]
-        where = run.nonfinite.describe() if run.nonfinite else "the output is non-finite but no module output was"
-        failure = f"{dtype} is non-finite where fp32 is finite, under profile {run.plan.describe()}: {where}"
+        where = run.nonfinite.describe() if run.nonfinite else "the model output is non-finite (no module recorded)"
+        failure = f"{dtype} turned non-finite where fp32 stayed finite, under profile {_plan_text(run.plan)}; {where}"
         if run.nonfinite is not None:
             metrics.update(first_nonfinite_module=run.nonfinite.module, first_nonfinite_profile=run.profile)
 
@@ -152,6 +153,12 @@ def judge(runs: Sequence[ProfileRun], dtype: str, margin: float = DEFAULT_MARGIN
     if dtype == "fp16" and lowest:
         result_margin = -math.inf if failed else _headroom_margin(lowest[0][1].headroom)
     return Verdict(failure, warnings, metrics, result_margin)
+
+
+def _plan_text(plan: StressPlan) -> str:
+    if not plan.edits:
+        return f"{plan.profile} (weights as built)"
+    return f"{plan.profile} ({plan.summary})"
 
 
 def _distinct(lowest: list[tuple[str, Headroom]]) -> list[tuple[str, Headroom]]:
@@ -423,13 +430,8 @@ def compare_load_paths(
             where = run.nonfinite.describe() if run.nonfinite else "its output is non-finite"
             comparison.warning = (
                 f"warning: fp16 safety depends on the load path: under profile {run.profile}, from_pretrained"
-                f"(dtype=torch.float16) keeps {_common_names(kept)} in fp32 and stays finite, but .half() of an "
+                f"(dtype=torch.float16) keeps {short_names(kept)} in fp32 and stays finite, but .half() of an "
                 f"fp32 load goes non-finite ({where})"
             )
             break
     return comparison
-
-
-def _common_names(names: frozenset[str]) -> str:
-    suffixes = sorted({".".join(name.split(".")[-2:]) for name in names})
-    return ", ".join(suffixes)

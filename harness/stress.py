@@ -262,14 +262,14 @@ def plan_keep_in_fp32(context: PlanningContext) -> StressPlan:
     edits = tuple(WeightEdit(name, factor=factor) for name in sorted(kept))
     reached = _max_output(context.measure(edits, None).records, owners)
     summary = (
-        f"{len(edits)} parameter(s) kept in fp32 ({_common_suffix(kept)}) x {_power_of_two(factor)}, "
+        f"{len(edits)} parameter(s) kept in fp32 ({short_names(kept)}) x {_power_of_two(factor)}, "
         f"their outputs' max |x| {current:.3g} -> {reached:.3g} in fp32 ({reached / FP16_MAX:.2g}x the fp16 max)"
     )
     return StressPlan("keep-in-fp32", edits, summary)
 
 
-def _common_suffix(names: frozenset[str]) -> str:
-    """Return the distinct last two name segments, such as 'DenseReluDense.wo.weight' -> 'wo.weight'."""
+def short_names(names: frozenset[str]) -> str:
+    """Join the distinct last two segments of parameter names: 'wo.weight' for '...DenseReluDense.wo.weight'."""
     suffixes = sorted({".".join(name.split(".")[-2:]) for name in names})
     return ", ".join(suffixes)
 
