@@ -3,10 +3,10 @@
 Each fp16 and bf16 variant of every backend runs the case's plain input with every
 module's range recorded, as built and under each selected stress profile
 (``--stress-profiles``, described in ``harness.stress``). The float32 reference runs on
-the same edited weights. A variant fails when it turns non-finite where float32 stays finite, and
-the message names the first module that did, with the range of its inputs. An fp16
-variant warns (passes, with ``warned`` in its metrics and a note) when its lowest
-headroom, 65504 / max |x|, falls below ``--fp16-margin`` (4 by default).
+the same edited weights. A variant fails when it turns non-finite where float32 stays
+finite, and the message names the first module that did, with the range of its inputs.
+An fp16 variant warns (passes, with ``warned`` in its metrics and a note) when its
+lowest headroom, 65504 / max |x|, falls below ``--fp16-margin`` (4 by default).
 
 For models that declare keep-in-fp32 modules, the first eager fp16 result of a case also
 compares ``from_pretrained(dtype=torch.float16)`` with ``.half()`` of a float32 load, and

@@ -23,7 +23,7 @@ def test_default_profiles_include_gemma4_vision_pooler():
     assert names == [profile.name for profile in select_profiles("default")]
 
 
-def test_none_selects_no_profile_and_all_selects_every_one():
+def test_none_and_all_selectors():
     assert select_profiles("none") == []
     assert [profile.name for profile in select_profiles("all")] == list(PROFILES)
 

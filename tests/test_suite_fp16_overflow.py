@@ -43,7 +43,7 @@ def test_module_multiplying_by_1e5_is_named_first_nonfinite(run_suites, multiply
     assert result["margin"] == float("-inf")
 
 
-def test_pooler_scaling_in_fp16_fails_under_stress_and_is_named(run_suites, monkeypatch):
+def test_fp16_scaling_pooler_named_under_stress(run_suites, monkeypatch):
     from transformers.models.gemma4 import modeling_gemma4
 
     monkeypatch.setattr(modeling_gemma4.Gemma4VisionPooler, "forward", pooler_forward_scaling_in_working_dtype)
@@ -166,7 +166,7 @@ def test_suite_runs_by_default_beside_parity(run_suites):
     assert set(run.results["suite"]) == {"parity", "fp16_overflow"}
 
 
-def test_report_has_figure_per_case_and_lowest_headroom_table(run_suites):
+def test_report_figures_and_lowest_table(run_suites):
     run = run_suites(
         "--cases",
         "llama-tiny,t5-tiny",

@@ -94,7 +94,7 @@ def test_first_nonfinite_names_parent_whose_own_code_overflows():
     assert "in its own code (first seen entering 0.child)" in found.describe()
 
 
-def test_first_nonfinite_skips_places_where_reference_is_nonfinite_too():
+def test_first_nonfinite_skips_reference_nonfinite():
     model = nn.Sequential(MultiplyBy(math.inf))
     inputs = torch.ones(1, 2)
 
@@ -107,7 +107,7 @@ def test_finite_run_has_no_nonfinite_module():
     assert first_nonfinite(record(model, torch.ones(1, 2))) is None
 
 
-def test_headroom_counts_norm_inputs_and_only_the_run_dtype():
+def test_headroom_counts_norm_inputs_in_run_dtype():
     model = nn.Sequential(MultiplyBy(1000.0), nn.LayerNorm(4)).half()
     inputs = torch.tensor([[1.0, -2.0, 4.0, 8.0]], dtype=torch.float16)
     records = record(model, inputs)
@@ -120,7 +120,7 @@ def test_headroom_counts_norm_inputs_and_only_the_run_dtype():
     assert headroom_by_module(records, frozenset({"bfloat16"})) == []
 
 
-def test_lowest_headroom_lists_one_tensor_once_under_its_maker():
+def test_lowest_headroom_lists_tensor_once():
     model = nn.Sequential(MultiplyBy(1000.0), nn.Identity(), nn.Linear(4, 4)).half()
     records = record(model, torch.full((1, 4), 8.0, dtype=torch.float16))
 
