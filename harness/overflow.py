@@ -80,10 +80,11 @@ class ProfileRun:
 
     def summary(self) -> dict[str, Any]:
         if self.skipped:
-            return {"status": "skipped", "reason": self.skipped}
+            return {"status": "skipped", "reason": self.skipped, "rationale": self.plan.rationale}
         summary: dict[str, Any] = {
             "status": "non-finite" if self.failed else "finite",
             "plan": self.plan.describe(),
+            "rationale": self.plan.rationale,
             "lowest_headroom": self.lowest[0].headroom if self.lowest else None,
         }
         if self.nonfinite is not None:

@@ -52,7 +52,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -99,6 +99,8 @@ class StressPlan:
     edits: tuple[WeightEdit, ...] = ()
     summary: str = ""
     skipped: str | None = None
+    # What the profile scales and why, copied into results so that the report needs no torch.
+    rationale: str = ""
 
     def describe(self) -> str:
         if self.skipped:
@@ -136,8 +138,10 @@ class StressProfile:
 
     def plan(self, context: PlanningContext) -> StressPlan:
         if context.source != "tiny":
-            return StressPlan(self.name, skipped="a checkpoint's own weights set its magnitudes")
-        return self.planner(context)
+            plan = StressPlan(self.name, skipped="a checkpoint's own weights set its magnitudes")
+        else:
+            plan = self.planner(context)
+        return replace(plan, rationale=self.description)
 
 
 class EditNotApplicable(Exception):

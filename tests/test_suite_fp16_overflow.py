@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from harness.backends import register_backend, unregister_backend
@@ -184,3 +187,24 @@ def test_report_figures_and_lowest_table(run_suites):
     assert {row[0] for row in lowest.rows} == {"llama-tiny", "t5-tiny"}
     assert len(lowest.rows) == 6
     assert "fp16 overflow" in (run.run_dir / "index.html").read_text()
+
+
+def test_section_renders_without_torch(run_suites, tmp_path):
+    run = run_suites(
+        "--cases", "t5-tiny", "--backends", "eager:fp16:eager", "--stress-profiles", "keep-in-fp32", suites=SUITE_FILE
+    )
+    # The nightly merge job renders reports where torch is not installed.
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+        "from pathlib import Path\n"
+        "from harness.report import render_report\n"
+        "render_report(Path(sys.argv[1]), Path(sys.argv[2]))\n"
+    )
+    page = tmp_path / "page.html"
+    completed = subprocess.run(
+        [sys.executable, "-c", code, str(run.run_dir), str(page)], capture_output=True, text=True, check=False
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "keep-in-fp32" in page.read_text()
+    assert "the overflow those declarations guard against" in page.read_text()
