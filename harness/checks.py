@@ -27,6 +27,7 @@ class CheckSpec:
     variants: VariantChoice = "all"
     inputs: tuple[InputSpec, ...] = (PLAIN,)
     applies_to: Callable[[Case], bool] | None = None
+    dtypes: tuple[str, ...] | None = None
 
 
 def check(
@@ -34,13 +35,17 @@ def check(
     variants: VariantChoice = "all",
     inputs: Sequence[InputSpec] = (PLAIN,),
     applies_to: Callable[[Case], bool] | None = None,
+    dtypes: Sequence[str] | None = None,
 ) -> pytest.MarkDecorator:
     """Mark a suite function as a check over case x variant x input.
 
     ``variants="non-reference"`` leaves out the live reference (comparing it with itself
-    says nothing); ``applies_to`` keeps only the cases a suite is about (MoE cases, say).
+    says nothing); ``applies_to`` keeps only the cases a suite is about (MoE cases, say);
+    ``dtypes`` keeps only the variants of those dtypes, from every backend that has them.
     """
-    return pytest.mark.harness_check(CheckSpec(variants, tuple(inputs), applies_to))
+    return pytest.mark.harness_check(
+        CheckSpec(variants, tuple(inputs), applies_to, tuple(dtypes) if dtypes is not None else None)
+    )
 
 
 @dataclass

@@ -47,6 +47,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--case-file", action="append", default=[], help="a TOML file declaring extra cases")
     group.addoption("--references", default="reference_outputs", help="folder of golden reference files")
     group.addoption("--no-report", action="store_true", help="write results but no HTML report")
+    group.addoption(
+        "--stress-profiles",
+        default="default",
+        help="fp16_overflow stress profiles: comma-separated names, 'default', 'all' or 'none' (unedited weights only)",
+    )
+    group.addoption(
+        "--fp16-margin",
+        type=float,
+        default=4.0,
+        help="fp16_overflow warns when the lowest fp16 headroom (65504 / max |x|) is below this factor",
+    )
 
 
 @dataclass
@@ -113,6 +124,20 @@ def pytest_configure(config: pytest.Config) -> None:
     if option.cases or option.backends or option.checkpoint or option.case_file:
         # Validate the selection now, so a typo is one usage error line rather than a collection error.
         run.session  # noqa: B018 - building the session validates the options
+    _validate_fp16_options(option)
+
+
+def _validate_fp16_options(option: Any) -> None:
+    from harness.stress import select_profiles
+
+    try:
+        select_profiles(option.stress_profiles)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
+    if not option.fp16_margin >= 1.0:
+        raise pytest.UsageError(
+            f"--fp16-margin {option.fp16_margin!r} is invalid; give a headroom factor of at least 1, such as 4"
+        )
 
 
 def suite_name(module: Any) -> str:
@@ -143,6 +168,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             if spec.variants == "non-reference" and variant == reference:
                 continue
             if spec.variants == "reference" and variant != reference:
+                continue
+            if spec.dtypes is not None and variant.dtype not in spec.dtypes:
                 continue
             for input_spec in spec.inputs:
                 resolved = resolve_padding(input_spec, case.inputs, pads_left)

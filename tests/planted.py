@@ -63,3 +63,53 @@ class PlainInputNoiseBackend(NoisyLayerBackend):
 
         noisy_module.register_forward_hook(conditional_noise)
         return prepared
+
+
+class MultiplyBy(torch.nn.Module):
+    """Multiplies its input by a constant: in fp16, 1e5 times a value above 0.66 overflows."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden * self.factor
+
+
+class MultiplyingLayerBackend(EagerBackend):
+    """Eager, with a module that multiplies by 1e5 placed after one module: a planted fp16 overflow.
+
+    The target is wrapped as ``Sequential(target, MultiplyBy(factor))``, so the planted module
+    is named ``<target>.1``.
+    """
+
+    name = "multiplying-layer"
+    family = "eager"
+    description = "eager with a module that multiplies by 1e5 after one module"
+
+    def __init__(self, module_name: str = "model.layers.0.input_layernorm", factor: float = 1e5) -> None:
+        self.module_name = module_name
+        self.factor = factor
+
+    def variants(self, case: Case, device: str) -> list[Variant]:
+        return [Variant(self.name, variant.dtype, variant.settings) for variant in super().variants(case, device)]
+
+    def prepare(self, built: BuiltCase, variant: Variant, device: str) -> PreparedModel:
+        prepared = super().prepare(built, Variant("eager", variant.dtype, variant.settings), device)
+        parent_name, _, child_name = self.module_name.rpartition(".")
+        parent = prepared.module.get_submodule(parent_name)
+        target = getattr(parent, child_name)
+        setattr(parent, child_name, torch.nn.Sequential(target, MultiplyBy(self.factor)))
+        prepared.variant = variant
+        return prepared
+
+
+def pooler_forward_scaling_in_working_dtype(self, hidden_states, pixel_position_ids, padding_positions, output_length):
+    """Gemma4VisionPooler.forward as it was before Transformers v5.10.1: scales in the input dtype.
+
+    In float16, features above 65504 / sqrt(hidden_size) overflow here.
+    """
+    hidden_states = hidden_states.masked_fill(padding_positions.unsqueeze(-1), 0.0)
+    if hidden_states.shape[1] != output_length:
+        hidden_states, padding_positions = self._avg_pool_by_positions(hidden_states, pixel_position_ids, output_length)
+    return hidden_states * self.root_hidden_size, padding_positions

@@ -48,11 +48,16 @@ def test_moe_cases_are_tagged_moe():
     }
 
 
+# gemma4-tiny keeps the production vision width (1152): its vision pooler scales by
+# sqrt(hidden_size), and fp16 overflow there depends on that scale. About 1.15M parameters.
+PARAMETER_LIMITS = {"gemma4-tiny": 1_200_000}
+
+
 @pytest.mark.parametrize("case", TINY, ids=lambda case: case.id)
 def test_tiny_config_constructs_small_model(case):
     count = parameter_count(case)
     assert count is not None
-    assert count < 1_000_000
+    assert count < PARAMETER_LIMITS.get(case.id, 1_000_000)
 
 
 def test_mellum_full_shape_has_production_moe_shape():
