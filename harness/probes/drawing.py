@@ -230,10 +230,10 @@ def cache_examples(draw: Any, space: InputSpace, model: ProbedModel, sides: tupl
     tensors = space.build(example.spec()).tensors
     layout = token_layout(tensors)
     assert layout is not None
-    room = min(MAX_DECODE_STEPS, trailing_ordinary(tensors, layout, model.special_ids))
+    length = tensors[layout.stream].shape[1]
+    room = min(MAX_DECODE_STEPS, trailing_ordinary(tensors, layout, model.special_ids), length - 1)
     if space.window is not None and space.window <= MAX_PROBED_WINDOW:
-        room = min(room, example.seq_len - space.window - 1)
-    room = min(room, tensors[layout.stream].shape[1] - 1)
+        room = min(room, length - space.window - 1)
     hypothesis.assume(room >= 1)
     steps = draw(st.integers(1, room), label="decode_steps")
     return replace(example, decode_steps=steps)
@@ -252,7 +252,7 @@ def generation_examples(
 @st.composite
 def assisted_examples(draw: Any, space: InputSpace) -> Example:
     """Draw one row (assisted generation takes batch size 1), the tokens to generate and to draft per round."""
-    example = draw(generation_examples(space, sides=("none",), batch=(1, 1)))
+    example = draw(batches(space, batch=(1, 1), past_window=True))
     new_tokens = draw(st.integers(2, 2 * MAX_NEW_TOKENS), label="new_tokens")
     draft_tokens = draw(st.integers(1, 4), label="draft_tokens")
     return replace(example, new_tokens=new_tokens, draft_tokens=draft_tokens)
