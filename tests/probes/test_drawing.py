@@ -72,7 +72,7 @@ def test_explore_shrinks_failure_to_minimal_example():
     assert exploration.deterministic
 
 
-def test_explore_draws_the_same_examples_for_the_same_key():
+def test_explore_repeats_examples_per_key():
     space = space_of("llama-tiny")
     seen: list[list[Example]] = [[], []]
     for run in seen:
