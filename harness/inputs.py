@@ -57,9 +57,15 @@ class ModelInputs:
     notes: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        """Return the tensors on ``device``, floating ones cast to ``dtype`` when given."""
+        """Return the tensors on ``device``, floating ones cast to ``dtype`` when given.
+
+        Values that are not tensors (a KV cache, ``use_cache``) are passed unchanged.
+        """
         moved = {}
         for name, tensor in self.tensors.items():
+            if not isinstance(tensor, torch.Tensor):
+                moved[name] = tensor
+                continue
             if dtype is not None and tensor.is_floating_point():
                 tensor = tensor.to(dtype)
             moved[name] = tensor.to(device)

@@ -22,6 +22,7 @@ from harness.checks import Check, CheckSpec
 from harness.environment import result_environment
 from harness.inputs import resolve_padding
 from harness.paths import default_reports_dir
+from harness.probes import profiles  # noqa: F401 - registers the Hypothesis profiles before Hypothesis loads one
 from harness.results import RESULTS_FILE, Result, ResultsWriter, new_run_id, write_run_info
 from harness.session import HarnessSession, RunOptions, describe_options
 
@@ -231,6 +232,13 @@ def _parse_suites(requested: str, known: list[str]) -> list[str]:
 def harness(request: pytest.FixtureRequest) -> HarnessSession:
     """The run's shared state: selected cases, built and prepared models, references."""
     return request.config.stash[_RUN].session
+
+
+@pytest.fixture(scope="session")
+def run_dir(request: pytest.FixtureRequest) -> Path:
+    """The run's folder (``<out>/<run-id>``), where checks may keep files of their own."""
+    run = request.config.stash[_RUN]
+    return run.output_dir() / run.run_id
 
 
 @pytest.fixture
