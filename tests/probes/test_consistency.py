@@ -158,10 +158,11 @@ def test_batch_passes_for_row_independent_model():
     model = probed(PrefixSum())
     tensors = batch(rows=3)
     donor = {**tensors, "input_ids": (tensors["input_ids"] + 5) % 24 + 8}
-    outcome = probe_batch(model, tensors, donor, token_layout(tensors), EXACT, row=1)
+    # A batch of one and a batch of three may use different matmul blockings, so the rows
+    # agree within fp32 tolerance, not always bitwise.
+    outcome = probe_batch(model, tensors, donor, token_layout(tensors), TOLERANT, row=1)
 
     assert outcome.passed
-    assert outcome.bitwise
 
 
 def test_determinism_notes_nondeterminism_within_tolerance():
