@@ -141,6 +141,17 @@ def _validate_fp16_options(option: Any) -> None:
         )
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand the run id to each pytest-xdist worker, so that every worker writes into one run folder."""
+    node.workerinput["harness_run_id"] = node.config.stash[_RUN].run_id
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """Return whether this process hands checks to pytest-xdist workers instead of running them."""
+    return config.pluginmanager.hasplugin("dsession")
+
+
 def suite_name(module: Any) -> str:
     """Return a suite module's name: its SUITE attribute, else the file name without ``test_``.
 
@@ -356,11 +367,19 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(_RUN, None)
-    if run is None or run.writer is None:
+    if run is None:
         return
-    run.writer.close()
+    if run.writer is not None:
+        run.writer.close()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    if run.writer is None:
+        # Under pytest-xdist the workers wrote results-<worker>.jsonl; the controller reports them.
+        if not is_xdist_controller(session.config):
+            return
+        run.run_dir = run.output_dir() / run.run_id
+        if not any(run.run_dir.glob("results*.jsonl")):
+            return
     _finish_run(run)
 
 
@@ -393,6 +412,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.run_dir is None:
         return
     terminalreporter.write_sep("-", "harness")
-    terminalreporter.write_line(f"results: {run.run_dir / RESULTS_FILE}")
+    files = sorted(run.run_dir.glob("results*.jsonl"))
+    terminalreporter.write_line(f"results: {files[0] if len(files) == 1 else run.run_dir}")
     if run.report_path is not None:
         terminalreporter.write_line(f"report: {run.report_path}")

@@ -1,0 +1,230 @@
+"""Automatic cases: a tiny seeded model for every model type Transformers ships.
+
+Model types come from Transformers' auto mappings at run time, so a new release is covered
+without code changes. Each type with an ``AutoModel`` class becomes a case ``auto-<type>``
+tagged ``automatic``: its config is the default config shrunk by :mod:`harness.cases.shrink`,
+its Auto class the first head in :data:`harness.cases.infer` order that the type has, its
+inputs synthesized from the forward signature by :mod:`harness.cases.synthesize`.
+
+A type that cannot run is not an error of the harness: building an automatic case raises
+:class:`NotCovered` with one of :data:`CATEGORIES`, and the check is skipped with a message
+``not covered (<category>): <detail>`` that the coverage section of the report counts.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import transformers
+from transformers.models.auto import modeling_auto
+
+from harness.cases._case import Case
+from harness.cases.build import quiet_transformers
+from harness.cases.infer import _PREFERRED_HEADS, infer_tags
+from harness.cases.shrink import HEADS, HIDDEN, split_evenly, tiny_config_dict, walk
+from harness.cases.synthesize import InputsUnavailable, forward_parameters, synthesize
+
+log = logging.getLogger(__name__)
+
+AUTOMATIC_TAG = "automatic"
+CASE_PREFIX = "auto-"
+SELECTOR_PREFIX = "auto:"
+
+MISSING_DEPENDENCY = "missing optional dependency"
+DEFAULT_CONFIG_FAILS = "default config does not construct"
+INPUTS_UNAVAILABLE = "needs inputs the harness cannot make"
+SHRINKING_INCONSISTENT = "shrinking inconsistent"
+CATEGORIES = (MISSING_DEPENDENCY, DEFAULT_CONFIG_FAILS, INPUTS_UNAVAILABLE, SHRINKING_INCONSISTENT)
+
+NOT_COVERED_PATTERN = re.compile(r"^not covered \(([^)]+)\): ")
+
+# Transformers' message when a model needs a package that is not installed.
+_REQUIRES_LIBRARY = re.compile(
+    r"requires the (\S+) library|requires `?(\w+)`? to be installed|No module named '?(\w+)", re.I
+)
+
+
+class NotCovered(Exception):
+    """An automatic case that cannot run here, with the category of the reason."""
+
+    def __init__(self, category: str, detail: str) -> None:
+        super().__init__(f"not covered ({category}): {detail}")
+        self.category = category
+        self.detail = detail
+
+
+def not_covered_category(message: str) -> str | None:
+    """Return the category a skip message names, or None when it is not a coverage skip."""
+    match = NOT_COVERED_PATTERN.match(message or "")
+    return match.group(1) if match else None
+
+
+def model_types() -> list[str]:
+    """Return every model type that has an ``AutoModel`` class, in the mapping's order."""
+    return list(modeling_auto.MODEL_MAPPING_NAMES)
+
+
+def class_name(mapping_name: str, model_type: str) -> str | None:
+    value = getattr(modeling_auto, mapping_name, {}).get(model_type)
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else None
+    return value
+
+
+def choose_auto_class(model_type: str) -> str:
+    """Return the first Auto class with logits (then ``AutoModel``) that ``model_type`` maps to."""
+    for mapping_name, auto_class in _PREFERRED_HEADS:
+        name = class_name(mapping_name, model_type)
+        if name and hasattr(transformers, name):
+            return auto_class
+    return "AutoModel"
+
+
+def model_class_for(model_type: str, auto_class: str) -> type:
+    """Import the model class ``auto_class`` picks for ``model_type``; raise NotCovered for a missing package."""
+    mapping_name = next(m for m, a in _PREFERRED_HEADS if a == auto_class)
+    name = class_name(mapping_name, model_type)
+    try:
+        cls = getattr(transformers, name)
+        cls.forward  # noqa: B018 - touching the class raises the missing-package error of a lazy placeholder
+    except (ImportError, AttributeError, ModuleNotFoundError) as error:
+        raise dependency_or(error, DEFAULT_CONFIG_FAILS, f"cannot import {name}") from error
+    return cls
+
+
+def dependency_or(error: BaseException, category: str, context: str) -> NotCovered:
+    """Classify ``error`` as a missing optional dependency when its message says so, else as ``category``."""
+    text = f"{type(error).__name__}: {error}"
+    match = _REQUIRES_LIBRARY.search(str(error))
+    if isinstance(error, ImportError) or match:
+        package = next((group for group in match.groups() if group), "?") if match else "?"
+        return NotCovered(MISSING_DEPENDENCY, f"{context}: needs {package}: {_first_line(text)}")
+    return NotCovered(category, f"{context}: {_first_line(text)}")
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else text
+    return line[:400]
+
+
+def default_config(model_type: str) -> Any:
+    return transformers.CONFIG_MAPPING[model_type]()
+
+
+@functools.cache
+def automatic_case(model_type: str) -> Case:
+    """Return the automatic case of ``model_type``; its build raises NotCovered when it cannot run."""
+    if model_type not in modeling_auto.MODEL_MAPPING_NAMES:
+        raise ValueError(f"model_type {model_type!r} has no AutoModel class in transformers {transformers.__version__}")
+    quiet_transformers()
+    auto_class = choose_auto_class(model_type)
+    overrides: dict[str, Any] = {}
+    tags = {AUTOMATIC_TAG}
+    inputs = "synthesized-unpadded"
+    try:
+        config = default_config(model_type)
+        overrides = tiny_config_dict(config.to_dict())
+        tags |= infer_tags(auto_class, config)
+    except Exception as error:  # noqa: BLE001 - recorded when the case is built
+        log.debug("default config of %s fails: %s", model_type, error)
+    try:
+        cls = model_class_for(model_type, auto_class)
+        parameters, _ = forward_parameters(cls)
+        if {"input_ids", "attention_mask"} <= parameters:
+            inputs = "synthesized"
+        add_implicit_rope_sections(overrides, cls)
+    except NotCovered:
+        pass
+    return Case(
+        id=f"{CASE_PREFIX}{model_type}",
+        model_type=model_type,
+        auto_class=auto_class,
+        source="tiny",
+        tags=frozenset(tags),
+        config_overrides=overrides,
+        inputs=inputs,
+        description=f"{model_type} default config shrunk automatically, {auto_class}",
+    )
+
+
+# Modeling code that falls back to a hard-coded multimodal rotary split when the config has
+# none, e.g. `config.rope_parameters.get("mrope_section", [16, 24, 24])` in Qwen2-VL: the
+# split fits the default head size only, so a shrunk config must name its own.
+_IMPLICIT_ROPE_SECTION = re.compile(r"""get\(\s*["']mrope_section["']\s*,\s*\[([\d,\s]+)\]""")
+
+
+def add_implicit_rope_sections(overrides: dict[str, Any], cls: type) -> None:
+    """Write a rescaled ``mrope_section`` into shrunk text configs whose modeling code assumes one."""
+    module = sys.modules.get(cls.__module__)
+    try:
+        source = inspect.getsource(module) if module else ""
+    except (OSError, TypeError):
+        return
+    match = _IMPLICIT_ROPE_SECTION.search(source)
+    if not match:
+        return
+    default = [int(part) for part in match.group(1).split(",") if part.strip()]
+    for node in walk(overrides):
+        rope = node.get("rope_parameters")
+        if not isinstance(rope, dict) or "mrope_section" in rope or "vision" in str(node.get("model_type", "")):
+            continue
+        head_dim = node.get("head_dim") or node.get("hidden_size", HIDDEN) // max(
+            node.get("num_attention_heads", HEADS), 1
+        )
+        rope["mrope_section"] = split_evenly(head_dim // 2, default)
+
+
+def automatic_cases() -> list[Case]:
+    return [automatic_case(model_type) for model_type in model_types()]
+
+
+def is_automatic(case: Case) -> bool:
+    return AUTOMATIC_TAG in case.tags
+
+
+def check_default_config(case: Case) -> None:
+    """Raise NotCovered when the default config of the case's type does not build its model on the meta device."""
+    cls = model_class_for(case.model_type, case.auto_class)
+    try:
+        config = default_config(case.model_type)
+    except Exception as error:  # noqa: BLE001 - classified below
+        raise dependency_or(error, DEFAULT_CONFIG_FAILS, f"{case.model_type} default config") from error
+    try:
+        with torch.device("meta"):
+            cls._from_config(config)
+    except Exception as error:  # noqa: BLE001 - classified below
+        raise dependency_or(error, DEFAULT_CONFIG_FAILS, f"{cls.__name__} on the default config") from error
+
+
+def build_automatic(case: Case, build: Any, root: Path | None = None) -> Any:
+    """Build an automatic case with ``build`` (build_case's own steps), classifying every failure.
+
+    The default config is tried on the meta device first, so a failure of the shrunk config
+    is a shrinking problem only when the default one builds. Inputs are synthesized once
+    here on the fp32 model, so a type whose forward the harness cannot feed is known
+    before any check runs.
+    """
+    check_default_config(case)
+    try:
+        built = build(case, root)
+    except NotCovered:
+        raise
+    except Exception as error:  # noqa: BLE001 - classified below
+        raise dependency_or(error, SHRINKING_INCONSISTENT, "building the shrunk config") from error
+
+    from harness.inputs import PLAIN
+
+    try:
+        synthesize(built.config, PLAIN)
+    except InputsUnavailable as error:
+        raise NotCovered(INPUTS_UNAVAILABLE, str(error)) from error
+    except Exception as error:  # noqa: BLE001 - classified below
+        raise dependency_or(error, SHRINKING_INCONSISTENT, "building the tiny model for synthesized inputs") from error
+    return built
