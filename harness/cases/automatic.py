@@ -28,7 +28,7 @@ from transformers.models.auto import modeling_auto
 from harness.cases._case import Case
 from harness.cases.build import quiet_transformers
 from harness.cases.infer import _PREFERRED_HEADS, infer_tags
-from harness.cases.shrink import HEADS, HIDDEN, split_evenly, tiny_config_dict, walk
+from harness.cases.shrink import rotary_half, split_evenly, tiny_config_dict, walk
 from harness.cases.synthesize import InputsUnavailable, forward_parameters, synthesize
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,8 @@ def dependency_or(error: BaseException, category: str, context: str) -> NotCover
 
 
 def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else text
-    return line[:400]
+    """Return the message on one line (validation errors put the reason on later lines), cut to 400 characters."""
+    return " ".join(text.split())[:400]
 
 
 def default_config(model_type: str) -> Any:
@@ -175,10 +175,7 @@ def add_implicit_rope_sections(overrides: dict[str, Any], cls: type) -> None:
         rope = node.get("rope_parameters")
         if not isinstance(rope, dict) or "mrope_section" in rope or "vision" in str(node.get("model_type", "")):
             continue
-        head_dim = node.get("head_dim") or node.get("hidden_size", HIDDEN) // max(
-            node.get("num_attention_heads", HEADS), 1
-        )
-        rope["mrope_section"] = split_evenly(head_dim // 2, default)
+        rope["mrope_section"] = split_evenly(rotary_half(node), default)
 
 
 def automatic_cases() -> list[Case]:

@@ -92,7 +92,7 @@ _GROUP_KEYS = {"n_group", "n_groups", "mamba_n_groups", "num_expert_groups"}
 # Names that hold ids, positions, lengths or counts of things other than widths.
 _NOT_A_WIDTH = re.compile(
     r"token|_id$|_ids$|index|vocab|position|window|kernel|stride|pool|sampl|chunk|seq|length|_len|"
-    r"context|image_size|patch|label|bucket|max_|num_|_rate|frames|period|offset|layers|factor",
+    r"context|image_size|patch|label|bucket|max_|num_|_rate|frames|period|offset|layers|factor|codebook",
 )
 _WIDTH_WORDS = re.compile(r"hidden|_dim$|^dim|size$|channels|embd|embed|width|^d_|rank|_dim_|proj")
 _SPECIAL_ID = re.compile(r"(_token_id|_token_index|_id)$")
@@ -203,7 +203,10 @@ _STAGE_SELECTIONS = ("stage_names", "out_features", "out_indices")
 
 def _shrink_node(node: dict[str, Any], sizes: SizeMap, ids: dict[int, int]) -> None:
     for key in _STAGE_SELECTIONS:
-        node.pop(key, None)
+        value = node.get(key)
+        # Some models reuse out_features for a list of widths, which the width rules shrink.
+        if value is not None and not _is_int_list(value) or key == "out_indices":
+            node.pop(key, None)
     grid = _shrink_image(node)
     if "depths" in node and _is_int(node.get("window_size")):
         # Hierarchical vision models: the last stage of a 32-pixel image is a few patches wide.
@@ -263,12 +266,15 @@ def _shrink_int(key: str, value: int, sizes: SizeMap, grid: tuple[int, int] | No
         return value  # cut with the per-layer lists in _shrink_layers
     if key in _GROUP_KEYS:
         return min(value, 2)
+    if key in {"num_groups", "groups", "num_norm_groups"}:
+        # Group norms and grouped convolutions: shrunk widths are multiples of 16.
+        return min(value, 8)
     if key in {"topk_group"}:
         return 1
     if key in {"first_k_dense_replace", "num_nextn_predict_layers"}:
         return min(value, 1)
     if key in {"index_topk"}:
-        return min(value, 8)
+        return min(value, 16)
     if _NOT_A_WIDTH.search(key):
         return value
     mapped = sizes.width(value)
@@ -339,8 +345,12 @@ def _shrink_experts(node: dict[str, Any]) -> None:
     for key in _EXPERT_COUNT_KEYS & set(node):
         if _is_int(node[key]) and node[key] > EXPERTS:
             node[key] = EXPERTS
+    has_experts = any(_is_int(node.get(key)) for key in _EXPERT_COUNT_KEYS)
     for key in _ACTIVE_EXPERT_KEYS & set(node):
         if _is_int(node[key]) and node[key] > ACTIVE_EXPERTS:
+            node[key] = ACTIVE_EXPERTS
+        elif node[key] is None and has_experts:
+            # DeepSeek-V2's default leaves it None, which torch.topk rejects.
             node[key] = ACTIVE_EXPERTS
     if _is_int(node.get("topk_group")) and _is_int(node.get("n_group")):
         node["topk_group"] = min(node["topk_group"], node["n_group"])
@@ -361,12 +371,24 @@ def _layer_kinds(node: dict[str, Any], count: int) -> list[tuple]:
             members = set(value)
             for index in range(count):
                 kinds[index].append((key, index in members))
+    for key, value in node.items():
+        if _is_layer_dict(value, count):
+            for index in range(count):
+                kinds[index].append((key, _hashable(value.get(str(index), value.get(index)))))
     for key, period in node.items():
         if key.endswith("_period") and _is_int(period) and period > 0:
             offset = node.get(key.removesuffix("_period") + "_offset", 0)
             for index in range(count):
                 kinds[index].append((key, index % period == offset))
     return [tuple(kind) for kind in kinds]
+
+
+def _is_layer_dict(value: Any, count: int) -> bool:
+    """Return whether ``value`` is a dict keyed by layer index (``per_layer_config``)."""
+    if not isinstance(value, dict) or not value:
+        return False
+    keys = [str(key) for key in value]
+    return all(key.isdigit() and int(key) < count for key in keys)
 
 
 def _hashable(value: Any) -> Any:
@@ -397,23 +419,34 @@ def _shrink_layers(node: dict[str, Any]) -> None:
             elif _is_int_list(value) and _LAYER_INDEX_LIST.search(name) and max(value) < count:
                 kept = [index for index in value if index < prefix]
                 node[name] = kept or [prefix - 1]
+            elif _is_layer_dict(value, count):
+                node[name] = {key: item for key, item in value.items() if int(key) < prefix}
         if node.get("max_window_layers") is not None and _is_int(node["max_window_layers"]):
             node["max_window_layers"] = min(node["max_window_layers"], prefix)
 
 
-def _rescale_rope(node: dict[str, Any]) -> None:
-    """Rescale multimodal rotary sections so they still add up to half the head size."""
+def rotary_half(node: dict[str, Any]) -> int:
+    """Return half the rotary width of a text config: head size x partial rotary factor / 2."""
     head_dim = node.get("head_dim")
     if not _is_int(head_dim):
         hidden, heads = node.get("hidden_size"), node.get("num_attention_heads")
         head_dim = hidden // heads if _is_int(hidden) and _is_int(heads) and heads else HEAD_DIM
+    rope = node.get("rope_parameters") if isinstance(node.get("rope_parameters"), dict) else {}
+    factor = rope.get("partial_rotary_factor", node.get("partial_rotary_factor")) or 1.0
+    return max(1, int(head_dim * factor) // 2)
+
+
+def _rescale_rope(node: dict[str, Any]) -> None:
+    """Rescale multimodal rotary sections so they still add up to half the rotary width."""
+    half = rotary_half(node)
+    head_dim = 2 * half
     for holder in (node, node.get("rope_parameters"), node.get("rope_scaling")):
         if not isinstance(holder, dict):
             continue
         for key in ("mrope_section", "mrope_sections", "rope_section"):
             sections = holder.get(key)
-            if _is_int_list(sections) and sum(sections) != head_dim // 2:
-                holder[key] = split_evenly(head_dim // 2, sections)
+            if _is_int_list(sections) and sum(sections) != half:
+                holder[key] = split_evenly(half, sections)
     if _is_int(node.get("rotary_dim")):
         node["rotary_dim"] = min(node["rotary_dim"], head_dim // 2)
 
@@ -429,9 +462,12 @@ def split_evenly(total: int, like: list[int]) -> list[int]:
 def _fit_state_space(node: dict[str, Any]) -> None:
     """Keep Mamba-2 heads x head size equal to expand x hidden size."""
     hidden, expand = node.get("hidden_size"), node.get("mamba_expand", node.get("expand"))
+    if not (_is_int(hidden) and _is_int(expand)):
+        return
+    inner = node.get("mamba_d_ssm") if _is_int(node.get("mamba_d_ssm")) else expand * hidden
     for heads_key, dim_key in (("mamba_num_heads", "mamba_head_dim"), ("mamba_n_heads", "mamba_d_head")):
-        if _is_int(hidden) and _is_int(expand) and _is_int(node.get(heads_key)) and dim_key in node:
-            node[dim_key] = expand * hidden // node[heads_key]
+        if _is_int(node.get(heads_key)) and dim_key in node:
+            node[dim_key] = inner // node[heads_key]
 
 
 def _fit_vision_feature_layers(tree: dict[str, Any]) -> None:

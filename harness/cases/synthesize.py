@@ -12,6 +12,7 @@ were dropped. Image placeholders are counted by running the model's own
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -109,12 +110,10 @@ def ordinary_ids(
     return allowed[picks]
 
 
-def image_shape(config: Any) -> tuple[int, int, int] | None:
-    """Return (channels, height, width) of the images a config's vision part takes, or None."""
+def image_shape(config: Any) -> tuple[int, int, int]:
+    """Return (channels, height, width) of the images a config's vision part takes (32 x 32 when it names no size)."""
     vision = sub_config(config, "vision_config", "backbone_config", "image_config") or config
-    size = getattr(vision, "image_size", None) or getattr(config, "image_size", None)
-    if size is None:
-        return None
+    size = getattr(vision, "image_size", None) or getattr(config, "image_size", None) or 32
     if isinstance(size, dict):
         size = [size.get("height", 32), size.get("width", 32)]
     height, width = (size[0], size[-1]) if isinstance(size, (list, tuple)) else (size, size)
@@ -137,23 +136,28 @@ class Attempt:
 
 
 def candidate_groups(parameters: set[str], config: Any) -> list[tuple[str, ...]]:
-    """Return input group sets to try, richest first."""
+    """Return input group sets to try, richest first.
+
+    Audio comes in two layouts each: waveforms as (batch, samples) or (batch, channels,
+    samples), features as (batch, bins, frames) or (batch, frames, bins).
+    """
     text = "input_ids" in parameters
-    modalities = []
-    if "pixel_values" in parameters and image_shape(config) is not None:
-        modalities.append("image")
+    modalities: list[tuple[str, ...]] = []
+    if "pixel_values" in parameters:
+        modalities.append(("image",))
     if "input_values" in parameters:
-        modalities.append("waveform")
+        modalities.append(("waveform", "waveform-channels"))
     if "input_features" in parameters:
-        modalities.append("features")
+        modalities.append(("features", "features-time-major"))
     candidates: list[tuple[str, ...]] = []
     if text and modalities:
-        candidates.append(("text", *modalities))
+        candidates += [("text", *choice) for choice in itertools.product(*modalities)]
     if text:
         candidates.append(("text",))
     if modalities:
-        candidates.append(tuple(modalities))
-        candidates += [(modality,) for modality in modalities if len(modalities) > 1]
+        candidates += list(itertools.product(*modalities))
+        if len(modalities) > 1:
+            candidates += [(layout,) for layouts in modalities for layout in layouts]
     return candidates or [("text",)]
 
 
@@ -170,8 +174,7 @@ class Synthesizer:
     @property
     def model(self) -> torch.nn.Module:
         if self._model is None:
-            transformers.set_seed(0)
-            self._model = self.cls._from_config(self.config, dtype=torch.float32).eval()
+            self._model = _probe_model(self.cls, self.config)
         return self._model
 
     def build(self) -> ModelInputs:
@@ -196,12 +199,10 @@ class Synthesizer:
         valid = None
         if "image" in groups:
             tensors.update(self.image_tensors())
-        if "waveform" in groups:
-            tensors["input_values"] = torch.randn(
-                self.spec.batch_size, _WAVEFORM_SAMPLES, generator=generator_for(self.spec, 3)
-            )
-        if "features" in groups:
-            tensors.update(self.audio_features())
+        if "waveform" in groups or "waveform-channels" in groups:
+            tensors["input_values"] = self.waveform(channels="waveform-channels" in groups)
+        if "features" in groups or "features-time-major" in groups:
+            tensors.update(self.audio_features(time_major="features-time-major" in groups))
         if "text" in groups:
             image_tokens = self.image_token_count(tensors) if "image" in groups else 0
             ids, mask = self.text_tensors(image_tokens)
@@ -285,8 +286,16 @@ class Synthesizer:
         width = self.model.get_input_embeddings().embedding_dim
         return numel // (width * self.spec.batch_size)
 
-    def audio_features(self) -> dict[str, torch.Tensor]:
-        """Log-mel-like features laid out as the model type's feature extractor lays them out."""
+    def waveform(self, channels: bool) -> torch.Tensor:
+        """Draw a quarter second of 16 kHz noise, as (batch, samples) or (batch, channels, samples)."""
+        count = getattr(self.config, "audio_channels", None) or 1
+        shape = (
+            (self.spec.batch_size, count, _WAVEFORM_SAMPLES) if channels else (self.spec.batch_size, _WAVEFORM_SAMPLES)
+        )
+        return torch.randn(*shape, generator=generator_for(self.spec, 3))
+
+    def audio_features(self, time_major: bool) -> dict[str, torch.Tensor]:
+        """Draw log-mel-like features: (batch, bins, frames), or (batch, frames, bins) when ``time_major``."""
         audio = sub_config(self.config, "audio_config", "encoder_config") or self.config
         bins = (
             getattr(audio, "num_mel_bins", None)
@@ -298,7 +307,23 @@ class Synthesizer:
         frames = 2 * positions if isinstance(positions, int) else 64
         generator = generator_for(self.spec, 4)
         features = torch.randn(self.spec.batch_size, int(bins), frames, generator=generator)
+        if time_major:
+            features = features.transpose(1, 2).contiguous()
         return {"input_features": features}
+
+
+# The last probe model, keyed by its class and config: the inputs of one case are built for
+# several specs (plain, padded) in a row, and each would otherwise rebuild the model.
+_PROBE: dict[str, torch.nn.Module] = {}
+
+
+def _probe_model(cls: type, config: Any) -> torch.nn.Module:
+    key = f"{cls.__name__}:{config.to_json_string()}"
+    if key not in _PROBE:
+        _PROBE.clear()
+        transformers.set_seed(0)
+        _PROBE[key] = cls._from_config(config, dtype=torch.float32).eval()
+    return _PROBE[key]
 
 
 def _first_line(error: BaseException) -> str:
