@@ -6,8 +6,9 @@
   language-model head and the generation class wraps the ``AutoModel`` class, the layout
   Transformers v5.10.1 standardized for audio models to mirror vision models.
 
-The checks run on automatic cases (one per model type) and need no built weights; the
-variant in their ids is the case's reference variant and plays no part.
+The checks run on automatic cases (one per model type) and need no built weights. They
+run once per case whatever ``--backends`` selects, under the case's reference variant,
+which plays no part.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ def _default_config_or_fail(case, check):
         check.fail(f"the default {case.model_type} config does not construct: {type(error).__name__}: {error}")
 
 
-@check(variants="reference", applies_to=is_automatic)
+@check(variants="once", applies_to=is_automatic)
 def test_default_config_builds(case, variant, input_spec, check):
     cls = _import_or_skip(base_class_name(case.model_type))
     config = _default_config_or_fail(case, check)
@@ -63,7 +64,7 @@ def test_default_config_builds(case, variant, input_spec, check):
     check.record(parameters=sum(parameter.numel() for parameter in model.parameters()), model_class=cls.__name__)
 
 
-@check(variants="reference", applies_to=_is_language_multimodal)
+@check(variants="once", applies_to=_is_language_multimodal)
 def test_multimodal_layout(case, variant, input_spec, check):
     kind = language_model_kind(case.model_type)
     base_class = _import_or_skip(base_class_name(case.model_type))

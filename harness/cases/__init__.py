@@ -128,5 +128,5 @@ def select_cases(selector: str | None, device: str, extra: Sequence[Case] = ()) 
             chosen[case.id] = case
 
     # Catalog order first, then automatic cases in the order they were selected.
-    order = {case_id: index for index, case_id in enumerate([*known, *chosen])}
+    order = {case_id: index for index, case_id in enumerate([*known, *(i for i in chosen if i not in known)])}
     return sorted(chosen.values(), key=lambda case: order[case.id])
