@@ -16,7 +16,7 @@ from __future__ import annotations
 import pytest
 import transformers
 
-from harness.cases.automatic import MISSING_DEPENDENCY, NotCovered, dependency_or, is_automatic
+from harness.cases.automatic import MISSING_DEPENDENCY, default_config_failure, dependency_or, is_automatic
 from harness.checks import check
 from harness.structure import (
     base_class_name,
@@ -52,16 +52,13 @@ def _default_config_or_fail(case, check):
 
 @check(variants="once", applies_to=is_automatic)
 def test_default_config_builds(case, variant, input_spec, check):
-    cls = _import_or_skip(base_class_name(case.model_type))
-    config = _default_config_or_fail(case, check)
-    try:
-        model = build_on_meta(cls, config)
-    except Exception as error:  # noqa: BLE001 - the failure is the finding
-        finding = dependency_or(error, "default config does not construct", f"{cls.__name__} on the default config")
-        if isinstance(finding, NotCovered) and finding.category == MISSING_DEPENDENCY:
-            pytest.skip(str(finding))
-        check.fail(f"{cls.__name__} does not build from the default config: {type(error).__name__}: {error}")
-    check.record(parameters=sum(parameter.numel() for parameter in model.parameters()), model_class=cls.__name__)
+    failure = default_config_failure(case.model_type)
+    check.record(model_class=base_class_name(case.model_type))
+    if failure is None:
+        return
+    if failure.category == MISSING_DEPENDENCY:
+        pytest.skip(str(failure))
+    check.fail(f"the default config does not build: {failure.detail}")
 
 
 @check(variants="once", applies_to=_is_language_multimodal)

@@ -149,5 +149,5 @@ def test_default_config_failure_is_a_library_structure_failure(sample_run):
     llama = structure[(structure["case"] == "auto-llama")].iloc[0]
 
     assert compass["status"] == "fail"
-    assert "does not build from the default config" in compass["message"]
+    assert "the default config does not build: CohereCompassModel on the default config: KeyError" in compass["message"]
     assert llama["status"] == "pass"

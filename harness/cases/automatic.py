@@ -186,18 +186,36 @@ def is_automatic(case: Case) -> bool:
     return AUTOMATIC_TAG in case.tags
 
 
-def check_default_config(case: Case) -> None:
-    """Raise NotCovered when the default config of the case's type does not build its model on the meta device."""
-    cls = model_class_for(case.model_type, case.auto_class)
+@functools.cache
+def default_config_failure(model_type: str) -> NotCovered | None:
+    """Return why the default config of ``model_type`` does not build its AutoModel class on the meta device, or None.
+
+    The outcome is cached per process, since both building an automatic case and the
+    library structure suite ask for it.
+    """
+    name = class_name("MODEL_MAPPING_NAMES", model_type)
     try:
-        config = default_config(case.model_type)
-    except Exception as error:  # noqa: BLE001 - classified below
-        raise dependency_or(error, DEFAULT_CONFIG_FAILS, f"{case.model_type} default config") from error
+        cls = getattr(transformers, name)
+        cls.forward  # noqa: B018 - a lazy placeholder raises its missing-package error here
+    except (ImportError, AttributeError) as error:
+        return dependency_or(error, DEFAULT_CONFIG_FAILS, f"cannot import {name}")
+    try:
+        config = default_config(model_type)
+    except Exception as error:  # noqa: BLE001 - classified here
+        return dependency_or(error, DEFAULT_CONFIG_FAILS, f"the {model_type} default config")
     try:
         with torch.device("meta"):
             cls._from_config(config)
-    except Exception as error:  # noqa: BLE001 - classified below
-        raise dependency_or(error, DEFAULT_CONFIG_FAILS, f"{cls.__name__} on the default config") from error
+    except Exception as error:  # noqa: BLE001 - classified here
+        return dependency_or(error, DEFAULT_CONFIG_FAILS, f"{cls.__name__} on the default config")
+    return None
+
+
+def check_default_config(case: Case) -> None:
+    """Raise NotCovered when the default config of the case's type does not build on the meta device."""
+    failure = default_config_failure(case.model_type)
+    if failure is not None:
+        raise NotCovered(failure.category, failure.detail)
 
 
 def build_automatic(case: Case, build: Any, root: Path | None = None) -> Any:
