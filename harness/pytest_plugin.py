@@ -121,6 +121,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_check(spec): a harness check parametrized over case x variant x input")
     run = HarnessRun(config)
     config.stash[_RUN] = run
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input:
+        share_cores(int(worker_input.get("workercount", 1)))
     option = config.option
     if option.cases or option.backends or option.checkpoint or option.case_file:
         # Validate the selection now, so a typo is one usage error line rather than a collection error.
@@ -139,6 +142,19 @@ def _validate_fp16_options(option: Any) -> None:
         raise pytest.UsageError(
             f"--fp16-margin {option.fp16_margin!r} is invalid; give a headroom factor of at least 1, such as 4"
         )
+
+
+def share_cores(workers: int) -> None:
+    """Give each of ``workers`` pytest-xdist workers an equal share of the CPU cores for torch's threads.
+
+    Every process otherwise starts one thread per core; with several workers the threads
+    oversubscribe the cores, and tiny models then run tens of times slower.
+    """
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    torch.set_num_threads(threads)
+    log.info("pytest-xdist worker uses %d torch threads (%d workers)", threads, workers)
 
 
 @pytest.hookimpl(optionalhook=True)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 # Audio lengths: a quarter second of 16 kHz samples for waveform models.
 _WAVEFORM_SAMPLES = 4000
 _FIRST_ORDINARY_ID = 8
+_BYTE_VOCAB = 256
 
 
 class InputsUnavailable(Exception):
@@ -101,7 +102,9 @@ def ordinary_ids(
     config: Any, shape: tuple[int, ...], spec: InputSpec, stream: int, vocab: int | None = None
 ) -> torch.Tensor:
     """Draw token ids that are no special token of the config."""
-    vocab = vocab or int(text_config(config).vocab_size)
+    # Byte- and character-level models (CANINE, Bark's sub-models) name no vocab_size; ids
+    # below 256 are valid for them.
+    vocab = vocab or int(getattr(text_config(config), "vocab_size", None) or _BYTE_VOCAB)
     reserved = special_ids(config)
     allowed = torch.tensor([i for i in range(min(_FIRST_ORDINARY_ID, vocab - 1), vocab) if i not in reserved])
     if allowed.numel() == 0:
