@@ -146,8 +146,13 @@ def candidate_groups(parameters: set[str], config: Any) -> list[tuple[str, ...]]
     """
     text = "input_ids" in parameters
     modalities: list[tuple[str, ...]] = []
-    if "pixel_values" in parameters:
+    if "image_grid_thw" in parameters:
+        modalities.append(("image-grid", "image"))
+    elif "pixel_values" in parameters:
         modalities.append(("image",))
+    elif {"hidden_states", "grid_thw"} <= parameters:
+        # Vision towers of Qwen2-VL-style models take patches and their grid under these names.
+        modalities.append(("image-grid",))
     if "input_values" in parameters:
         modalities.append(("waveform", "waveform-channels"))
     if "input_features" in parameters:
@@ -202,12 +207,14 @@ class Synthesizer:
         valid = None
         if "image" in groups:
             tensors.update(self.image_tensors())
+        if "image-grid" in groups:
+            tensors.update(self.image_grid_tensors())
         if "waveform" in groups or "waveform-channels" in groups:
             tensors["input_values"] = self.waveform(channels="waveform-channels" in groups)
         if "features" in groups or "features-time-major" in groups:
             tensors.update(self.audio_features(time_major="features-time-major" in groups))
         if "text" in groups:
-            image_tokens = self.image_token_count(tensors) if "image" in groups else 0
+            image_tokens = self.image_token_count(tensors) if {"image", "image-grid"} & set(groups) else 0
             ids, mask = self.text_tensors(image_tokens)
             tensors["input_ids"] = ids
             if "attention_mask" in self.parameters:
@@ -215,6 +222,10 @@ class Synthesizer:
                 if "decoder_input_ids" not in self.parameters:
                     valid = mask.bool()
             tensors.update(self.text_extras(ids))
+            token = image_token_id(self.config)
+            if image_tokens and token is not None and "mm_token_type_ids" in self.parameters:
+                # Processors mark image placeholders with 1 and text with 0.
+                tensors["mm_token_type_ids"] = (ids == token).long()
         if "decoder_input_ids" in self.parameters:
             tensors["decoder_input_ids"] = self.decoder_ids()
         missing = self.required - set(tensors)
@@ -272,6 +283,25 @@ class Synthesizer:
         channels, height, width = image_shape(self.config)
         pixels = torch.randn(self.spec.batch_size, channels, height, width, generator=generator_for(self.spec, 2))
         return {"pixel_values": pixels}
+
+    def image_grid_tensors(self) -> dict[str, torch.Tensor]:
+        """Flattened patches and their (temporal, height, width) grid, as Qwen2-VL-style processors lay them out.
+
+        Each image is a 2 x 2 grid of merged patches: (2 x merge)^2 patches of
+        channels x temporal patch x patch^2 values.
+        """
+        vision = sub_config(self.config, "vision_config") or self.config
+        patch = int(getattr(vision, "patch_size", 8))
+        temporal = int(getattr(vision, "temporal_patch_size", None) or 1)
+        merge = int(getattr(vision, "spatial_merge_size", None) or 1)
+        channels = int(getattr(vision, "in_channels", None) or getattr(vision, "num_channels", None) or 3)
+        side = 2 * merge
+        count = self.spec.batch_size * side * side
+        patches = torch.randn(count, channels * temporal * patch * patch, generator=generator_for(self.spec, 2))
+        grid = torch.tensor([[1, side, side]] * self.spec.batch_size)
+        if "image_grid_thw" in self.parameters:
+            return {"pixel_values": patches, "image_grid_thw": grid}
+        return {"hidden_states": patches, "grid_thw": grid}
 
     def image_token_count(self, image_tensors: dict[str, torch.Tensor]) -> int:
         """Return the placeholders one image fills, from the numel of the model's projected image features."""
