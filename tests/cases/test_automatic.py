@@ -96,8 +96,8 @@ def sample_run(tmp_path_factory):
         "sample",
     ]
     completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
-    from harness.report import results_files
     from harness.results import load_results
+    from harness.runs import results_files
 
     run_dir = out / "sample"
     files = results_files(run_dir)
