@@ -2,9 +2,9 @@
 
 Model types come from Transformers' auto mappings at run time, so a new release is covered
 without code changes. Each type with an ``AutoModel`` class becomes a case ``auto-<type>``
-tagged ``automatic``: its config is the default config shrunk by :mod:`harness.cases.shrink`,
-its Auto class the first head in :data:`harness.cases.infer` order that the type has, its
-inputs synthesized from the forward signature by :mod:`harness.cases.synthesize`.
+tagged ``automatic``. Its config is the default config shrunk by :mod:`harness.cases.shrink`.
+Its Auto class is the first head, in the order of :mod:`harness.cases.infer`, that the type
+has. Its inputs are synthesized from the forward signature by :mod:`harness.cases.synthesize`.
 
 A type that cannot run is not an error of the harness: building an automatic case raises
 :class:`NotCovered` with one of :data:`CATEGORIES`, and the check is skipped with a message
@@ -100,7 +100,7 @@ def model_class_for(model_type: str, auto_class: str) -> type:
 
 
 def dependency_or(error: BaseException, category: str, context: str) -> NotCovered:
-    """Classify ``error`` as a missing optional dependency when its message says so, else as ``category``."""
+    """Classify ``error``: a missing optional dependency when its message names a package, else ``category``."""
     text = f"{type(error).__name__}: {error}"
     match = _REQUIRES_LIBRARY.search(str(error))
     if isinstance(error, ImportError) or match:

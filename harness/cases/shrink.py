@@ -8,7 +8,7 @@ applies rules per family of configuration attribute rather than per model:
   16. Any other width that equalled an original hidden or feed-forward size anywhere in the
   tree is mapped the same way, since such values are coupled (projector input sizes,
   ``mm_hidden_size``, ``text_hidden_size`` ...).
-- layers: a layer count is cut to the shortest prefix that still holds one layer of every
+- layers: a layer count is cut to the shortest prefix that still keeps one layer of every
   kind, where a layer's kind comes from every per-layer list (``layer_types``,
   ``mlp_layer_types``, a hybrid pattern string), every list of layer indices and every
   ``*_period``/``*_offset`` pair; per-layer lists are cut to that prefix.
@@ -477,8 +477,11 @@ def _fit_vision_feature_layers(tree: dict[str, Any]) -> None:
         if not is_config_dict(vision):
             continue
         layers = node.get("vision_feature_layer", node.get("vision_feature_layers"))
-        wanted = [layers] if _is_int(layers) else (layers if _is_int_list(layers) else [])
-        if not wanted:
+        if _is_int(layers):
+            wanted = [layers]
+        elif _is_int_list(layers):
+            wanted = layers
+        else:
             continue
         needed = max(-item if item < 0 else item + 1 for item in wanted)
         for key in _LAYER_COUNT_KEYS & set(vision):

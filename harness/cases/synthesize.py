@@ -1,6 +1,6 @@
 """Synthesize inputs for any model from its forward signature and its config.
 
-Each forward parameter the harness knows by name (token ids, masks, pixels, audio features
+Each forward parameter the harness recognizes by name (token ids, masks, pixels, audio features
 and waveforms, boxes, Q-Former ids, decoder ids) has a builder that reads its sizes from the
 config. Inputs are tried from the richest set to the plainest (every modality the forward
 accepts, then text alone, then each modality alone) on a tiny fp32 copy of the model, and
@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import itertools
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -32,15 +32,6 @@ _BYTE_VOCAB = 256
 
 class InputsUnavailable(Exception):
     """No synthesized input set runs the model's forward; the message lists what each attempt raised."""
-
-
-@dataclass
-class InputPlan:
-    """Which input groups a forward takes, and the sizes they need."""
-
-    parameters: set[str]
-    required: set[str]
-    groups: list[str] = field(default_factory=list)
 
 
 def model_class(config: Any) -> type:

@@ -2,7 +2,7 @@
 
 It reads the results of automatic cases (tag ``automatic``, one per model type) in every
 suite. A type *ran* a suite at a dtype when at least one of its checks there passed,
-failed or xfailed; otherwise it counts under the category its skip message names
+failed or xfailed. Otherwise it counts under the category its skip message names
 (``not covered (<category>): ...``), as an error, or as skipped for another reason.
 """
 
@@ -89,7 +89,7 @@ def coverage_table(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def not_covered_rows(per_case: pd.DataFrame) -> list[list[str]]:
-    """One row per model type that did not run some suite: its first reason, with the suites affected."""
+    """Return one row per model type that did not run some suite: its first reason and the suites affected."""
     missing = per_case[per_case["outcome"] != RAN]
     rows = []
     for case, group in missing.groupby("case", sort=True):
