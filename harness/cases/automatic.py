@@ -160,14 +160,27 @@ def automatic_case(model_type: str) -> Case:
 _IMPLICIT_ROPE_SECTION = re.compile(r"""get\(\s*["']mrope_section["']\s*,\s*\[([\d,\s]+)\]""")
 
 
+def _modeling_sources(overrides: dict[str, Any], cls: type) -> list[str]:
+    """Return the source of the model's module and of the base model module of every sub-config type."""
+    modules = [sys.modules.get(cls.__module__)]
+    for node in walk(overrides):
+        name = class_name("MODEL_MAPPING_NAMES", str(node.get("model_type", "")))
+        sub_class = getattr(transformers, name, None) if name else None
+        if sub_class is not None:
+            modules.append(sys.modules.get(sub_class.__module__))
+    sources = []
+    for module in dict.fromkeys(module for module in modules if module is not None):
+        try:
+            sources.append(inspect.getsource(module))
+        except (OSError, TypeError):
+            continue
+    return sources
+
+
 def add_implicit_rope_sections(overrides: dict[str, Any], cls: type) -> None:
     """Write a rescaled ``mrope_section`` into shrunk text configs whose modeling code assumes one."""
-    module = sys.modules.get(cls.__module__)
-    try:
-        source = inspect.getsource(module) if module else ""
-    except (OSError, TypeError):
-        return
-    match = _IMPLICIT_ROPE_SECTION.search(source)
+    matches = (_IMPLICIT_ROPE_SECTION.search(source) for source in _modeling_sources(overrides, cls))
+    match = next((found for found in matches if found), None)
     if not match:
         return
     default = [int(part) for part in match.group(1).split(",") if part.strip()]

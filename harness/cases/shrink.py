@@ -208,9 +208,14 @@ def _shrink_node(node: dict[str, Any], sizes: SizeMap, ids: dict[int, int]) -> N
         if value is not None and not _is_int_list(value) or key == "out_indices":
             node.pop(key, None)
     grid = _shrink_image(node)
-    if "depths" in node and _is_int(node.get("window_size")):
-        # Hierarchical vision models: the last stage of a 32-pixel image is a few patches wide.
-        node["window_size"] = min(node["window_size"], 4)
+    depths = node.get("depths")
+    if _is_int_list(depths) and _is_int(node.get("window_size")):
+        # Swin-style stages halve the grid, and a stage narrower than its window breaks the
+        # relative position bias: 2-patch windows on an image wide enough for the last stage.
+        node["window_size"] = min(node["window_size"], 2)
+        if _is_int(node.get("patch_size")) and _is_int(node.get("image_size")):
+            last_stage = node["patch_size"] * 2 * 2 ** (len(depths) - 1)
+            node["image_size"] = max(node["image_size"], last_stage)
     heads = node.get("num_attention_heads")
     kv_heads = node.get("num_key_value_heads")
     for key in list(node):
@@ -372,7 +377,7 @@ def _layer_kinds(node: dict[str, Any], count: int) -> list[tuple]:
             for index in range(count):
                 kinds[index].append((key, index in members))
     for key, value in node.items():
-        if _is_layer_dict(value, count):
+        if "layer" in key and _is_layer_dict(value, count):
             for index in range(count):
                 kinds[index].append((key, _hashable(value.get(str(index), value.get(index)))))
     for key, period in node.items():
@@ -405,6 +410,9 @@ def _shrink_layers(node: dict[str, Any]) -> None:
         count = node[key]
         if not _is_int(count) or count <= LAYERS:
             continue
+        if _is_int_list(node.get("depths")) and len(node["depths"]) == count:
+            # A stage count (Swin's num_layers): stages stay, each one block deep.
+            continue
         kinds = _layer_kinds(node, count)
         first_seen: dict[tuple, int] = {}
         for index, kind in enumerate(kinds):
@@ -419,14 +427,19 @@ def _shrink_layers(node: dict[str, Any]) -> None:
             elif _is_int_list(value) and _LAYER_INDEX_LIST.search(name) and max(value) < count:
                 kept = [index for index in value if index < prefix]
                 node[name] = kept or [prefix - 1]
-            elif _is_layer_dict(value, count):
+            elif "layer" in name and _is_layer_dict(value, count):
                 node[name] = {key: item for key, item in value.items() if int(key) < prefix}
         if node.get("max_window_layers") is not None and _is_int(node["max_window_layers"]):
             node["max_window_layers"] = min(node["max_window_layers"], prefix)
 
 
 def rotary_half(node: dict[str, Any]) -> int:
-    """Return half the rotary width of a text config: head size x partial rotary factor / 2."""
+    """Return half the rotary width of a text config: head size x partial rotary factor / 2.
+
+    Multi-head latent attention rotates ``qk_rope_head_dim`` channels only.
+    """
+    if _is_int(node.get("qk_rope_head_dim")):
+        return max(1, node["qk_rope_head_dim"] // 2)
     head_dim = node.get("head_dim")
     if not _is_int(head_dim):
         hidden, heads = node.get("hidden_size"), node.get("num_attention_heads")

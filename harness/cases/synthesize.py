@@ -139,11 +139,12 @@ def candidate_groups(parameters: set[str], config: Any) -> list[tuple[str, ...]]
     modalities: list[tuple[str, ...]] = []
     if "image_grid_thw" in parameters:
         modalities.append(("image-grid", "image"))
+    elif "grid_thw" in parameters:
+        # Vision towers of Qwen2-VL-style models take patches (as hidden_states or
+        # pixel_values) and their grid.
+        modalities.append(("image-grid",))
     elif "pixel_values" in parameters:
         modalities.append(("image",))
-    elif {"hidden_states", "grid_thw"} <= parameters:
-        # Vision towers of Qwen2-VL-style models take patches and their grid under these names.
-        modalities.append(("image-grid",))
     if "input_values" in parameters:
         modalities.append(("waveform", "waveform-channels"))
     if "input_features" in parameters:
@@ -292,7 +293,9 @@ class Synthesizer:
         grid = torch.tensor([[1, side, side]] * self.spec.batch_size)
         if "image_grid_thw" in self.parameters:
             return {"pixel_values": patches, "image_grid_thw": grid}
-        return {"hidden_states": patches, "grid_thw": grid}
+        if "hidden_states" in self.parameters:
+            return {"hidden_states": patches, "grid_thw": grid}
+        return {"pixel_values": patches, "grid_thw": grid}
 
     def image_token_count(self, image_tensors: dict[str, torch.Tensor]) -> int:
         """Return the placeholders one image fills, from the numel of the model's projected image features."""
