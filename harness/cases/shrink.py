@@ -169,7 +169,7 @@ def is_head_count_key(key: str) -> bool:
 
 
 def is_head_dim_key(key: str) -> bool:
-    return key.endswith(("head_dim", "head_size", "d_kv", "dim_head", "lora_rank", "attention_head_size"))
+    return key.endswith(("head_dim", "head_size", "d_kv", "d_head", "dim_head", "lora_rank", "attention_head_size"))
 
 
 def special_id_map(tree: dict[str, Any]) -> dict[int, int]:
@@ -218,11 +218,12 @@ def _shrink_node(node: dict[str, Any], sizes: SizeMap, ids: dict[int, int]) -> N
             node["image_size"] = max(node["image_size"], last_stage)
     heads = node.get("num_attention_heads")
     kv_heads = node.get("num_key_value_heads")
+    scales = stage_scales(node)
     for key in list(node):
         value = node[key]
         if is_config_dict(value) or (isinstance(value, list) and value and is_config_dict(value[0])):
             continue
-        node[key] = _shrink_value(key, value, sizes, ids, grid)
+        node[key] = _shrink_value(key, value, sizes, ids, grid, scales)
     if _is_int(heads) and _is_int(kv_heads) and kv_heads == heads:
         node["num_key_value_heads"] = node.get("num_attention_heads", HEADS)
     _shrink_experts(node)
@@ -231,7 +232,9 @@ def _shrink_node(node: dict[str, Any], sizes: SizeMap, ids: dict[int, int]) -> N
     _fit_state_space(node)
 
 
-def _shrink_value(key: str, value: Any, sizes: SizeMap, ids: dict[int, int], grid: tuple[int, int] | None) -> Any:
+def _shrink_value(
+    key: str, value: Any, sizes: SizeMap, ids: dict[int, int], grid: tuple[int, int] | None, scales: dict[str, int]
+) -> Any:
     if _SPECIAL_ID.search(key):
         if isinstance(value, list):
             return [ids.get(item, item) if _is_int(item) else item for item in value]
@@ -239,7 +242,7 @@ def _shrink_value(key: str, value: Any, sizes: SizeMap, ids: dict[int, int], gri
     if _is_int(value):
         return _shrink_int(key, value, sizes, grid)
     if _is_int_list(value) and len(value) <= 8:
-        return _shrink_stage_list(key, value, sizes)
+        return _shrink_stage_list(key, value, scales.get(key, max(value)))
     return value
 
 
@@ -290,18 +293,43 @@ def _shrink_int(key: str, value: int, sizes: SizeMap, grid: tuple[int, int] | No
     return value
 
 
-def _shrink_stage_list(key: str, value: list[int], sizes: SizeMap) -> list[int]:
-    """Shrink a short per-stage list: widths scale down together, depths and head counts drop."""
+def _is_width_list(key: str, value: Any) -> bool:
+    return _is_int_list(value) and len(value) <= 8 and not _NOT_A_WIDTH.search(key) and bool(_WIDTH_WORDS.search(key))
+
+
+def stage_scales(node: dict[str, Any]) -> dict[str, int]:
+    """Return, for each per-stage width list, the largest width among the lists that share a value with it.
+
+    Lists that share a width are coupled (a stem's output channels are the first stage's
+    input channels), so they scale by one factor.
+    """
+    groups: list[tuple[set[str], set[int]]] = []
+    for key, value in node.items():
+        if not _is_width_list(key, value):
+            continue
+        keys, widths = {key}, {item for item in value if item >= 8}
+        for group in [group for group in groups if group[1] & widths]:
+            keys |= group[0]
+            widths |= group[1]
+            groups.remove(group)
+        groups.append((keys, widths))
+    return {key: max(widths) for keys, widths in groups if widths for key in keys}
+
+
+def _shrink_stage_list(key: str, value: list[int], largest: int) -> list[int]:
+    """Shrink a short per-stage list: widths scale down together, depths and head counts drop.
+
+    Widths below 8 (input channels) stay.
+    """
     if key in {"depths", "blocks_per_stage", "stage_num_blocks", "stage_numb_of_layers", "layers", "num_blocks"}:
         return [min(item, 1) for item in value]
     if is_head_count_key(key) or key.endswith("heads"):
         return [min(item, 2) for item in value]
     if _NOT_A_WIDTH.search(key) or not _WIDTH_WORDS.search(key):
         return value
-    largest = max(value)
     if largest <= SMALL_WIDTH:
         return value
-    return [max(16, 16 * round(4 * item / largest)) for item in value]
+    return [item if item < 8 else max(16, 16 * round(4 * item / largest)) for item in value]
 
 
 def _shrink_image(node: dict[str, Any]) -> tuple[int, int] | None:

@@ -144,7 +144,11 @@ def candidate_groups(parameters: set[str], config: Any) -> list[tuple[str, ...]]
         # pixel_values) and their grid.
         modalities.append(("image-grid",))
     elif "pixel_values" in parameters:
-        modalities.append(("image",))
+        modalities.append(("image", "video"))
+    if "pixel_values_videos" in parameters and "video_grid_thw" not in parameters:
+        modalities.append(("video",))
+    if "past_values" in parameters:
+        modalities.append(("series",))
     if "input_values" in parameters:
         modalities.append(("waveform", "waveform-channels"))
     if "input_features" in parameters:
@@ -201,6 +205,10 @@ class Synthesizer:
             tensors.update(self.image_tensors())
         if "image-grid" in groups:
             tensors.update(self.image_grid_tensors())
+        if "video" in groups:
+            tensors.update(self.video_tensors())
+        if "series" in groups:
+            tensors.update(self.series_tensors())
         if "waveform" in groups or "waveform-channels" in groups:
             tensors["input_values"] = self.waveform(channels="waveform-channels" in groups)
         if "features" in groups or "features-time-major" in groups:
@@ -275,6 +283,23 @@ class Synthesizer:
         channels, height, width = image_shape(self.config)
         pixels = torch.randn(self.spec.batch_size, channels, height, width, generator=generator_for(self.spec, 2))
         return {"pixel_values": pixels}
+
+    def video_tensors(self) -> dict[str, torch.Tensor]:
+        """Draw (batch, frames, channels, height, width) clips of the config's frame count (2 when it names none)."""
+        vision = sub_config(self.config, "vision_config") or self.config
+        frames = int(getattr(vision, "num_frames", None) or getattr(self.config, "num_frames", None) or 2)
+        channels, height, width = image_shape(self.config)
+        shape = (self.spec.batch_size, frames, channels, height, width)
+        name = "pixel_values_videos" if "pixel_values_videos" in self.parameters else "pixel_values"
+        return {name: torch.randn(*shape, generator=generator_for(self.spec, 8))}
+
+    def series_tensors(self) -> dict[str, torch.Tensor]:
+        """Draw a (batch, context length, channels) time series, the layout of PatchTST-style models."""
+        length = int(getattr(self.config, "context_length", None) or 32)
+        channels = getattr(self.config, "num_input_channels", None) or getattr(self.config, "input_size", None)
+        channels = int(channels or 1)
+        values = torch.randn(self.spec.batch_size, length, channels, generator=generator_for(self.spec, 9))
+        return {"past_values": values}
 
     def image_grid_tensors(self) -> dict[str, torch.Tensor]:
         """Flattened patches and their (temporal, height, width) grid, as Qwen2-VL-style processors lay them out.

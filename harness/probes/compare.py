@@ -57,6 +57,9 @@ def primary_output(outputs: Any) -> torch.Tensor:
         for value in values:
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 return value
+            # A backbone's feature_maps: the last stage is the one its users read.
+            if isinstance(value, (tuple, list)) and value and isinstance(value[-1], torch.Tensor):
+                return value[-1]
     raise TypeError(f"cannot find a tensor output in {type(outputs).__name__}")
 
 
