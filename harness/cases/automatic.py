@@ -79,10 +79,24 @@ def class_name(mapping_name: str, model_type: str) -> str | None:
 
 
 def choose_auto_class(model_type: str) -> str:
-    """Return the first Auto class with logits (then ``AutoModel``) that ``model_type`` maps to."""
+    """Return the first Auto class with logits (then ``AutoModel``) that ``model_type`` maps to.
+
+    A head whose class takes another config class is passed over: Mllama's causal LM, for
+    one, takes the text config alone, so from_pretrained rejects the full config.
+    """
+    config_class = transformers.CONFIG_MAPPING[model_type]
     for mapping_name, auto_class in _PREFERRED_HEADS:
         name = class_name(mapping_name, model_type)
-        if name and hasattr(transformers, name):
+        if not name or not hasattr(transformers, name):
+            continue
+        try:
+            head_config = getattr(getattr(transformers, name), "config_class", None)
+        except ImportError:
+            head_config = None
+        if head_config is not None and not issubclass(config_class, head_config):
+            continue
+        # Evolla is named in the image-text-to-text mapping, which still rejects its config.
+        if config_class in getattr(getattr(transformers, auto_class), "_model_mapping", {config_class: None}):
             return auto_class
     return "AutoModel"
 
