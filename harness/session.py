@@ -29,7 +29,7 @@ from harness.backends import (
 )
 from harness.backends.eager import EagerBackend, float64_variant, reference_variant
 from harness.cases import BuiltCase, Case, build_case, checkpoint_case, load_case_file, select_cases
-from harness.cases.automatic import NotCovered
+from harness.coverage_categories import NotCovered
 from harness.environment import collect_environment, resolve_device
 from harness.inputs import InputSpec, ModelInputs, build_inputs
 from harness.probes.compare import has_vocabulary_logits, primary_output

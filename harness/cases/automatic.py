@@ -30,40 +30,40 @@ from harness.cases.build import quiet_transformers
 from harness.cases.infer import _PREFERRED_HEADS, infer_tags
 from harness.cases.shrink import rotary_half, split_evenly, tiny_config_dict, walk
 from harness.cases.synthesize import InputsUnavailable, forward_parameters, synthesize
+from harness.coverage_categories import (
+    AUTOMATIC_TAG,
+    CATEGORIES,
+    DEFAULT_CONFIG_FAILS,
+    INPUTS_UNAVAILABLE,
+    MISSING_DEPENDENCY,
+    SHRINKING_INCONSISTENT,
+    NotCovered,
+    not_covered_category,
+)
 
 log = logging.getLogger(__name__)
 
-AUTOMATIC_TAG = "automatic"
+__all__ = [
+    "AUTOMATIC_TAG",
+    "CATEGORIES",
+    "DEFAULT_CONFIG_FAILS",
+    "INPUTS_UNAVAILABLE",
+    "MISSING_DEPENDENCY",
+    "SHRINKING_INCONSISTENT",
+    "NotCovered",
+    "automatic_case",
+    "automatic_cases",
+    "build_automatic",
+    "not_covered_category",
+]
+
 CASE_PREFIX = "auto-"
 SELECTOR_PREFIX = "auto:"
-
-MISSING_DEPENDENCY = "missing optional dependency"
-DEFAULT_CONFIG_FAILS = "default config does not construct"
-INPUTS_UNAVAILABLE = "needs inputs the harness cannot make"
-SHRINKING_INCONSISTENT = "shrinking inconsistent"
-CATEGORIES = (MISSING_DEPENDENCY, DEFAULT_CONFIG_FAILS, INPUTS_UNAVAILABLE, SHRINKING_INCONSISTENT)
-
-NOT_COVERED_PATTERN = re.compile(r"^not covered \(([^)]+)\): ")
 
 # Transformers' message when a model needs a package that is not installed.
 _REQUIRES_LIBRARY = re.compile(
     r"requires the (\S+) library|requires `?(\w+)`? to be installed|No module named '?(\w+)", re.I
 )
-
-
-class NotCovered(Exception):
-    """An automatic case that cannot run here, with the category of the reason."""
-
-    def __init__(self, category: str, detail: str) -> None:
-        super().__init__(f"not covered ({category}): {detail}")
-        self.category = category
-        self.detail = detail
-
-
-def not_covered_category(message: str) -> str | None:
-    """Return the category a skip message names, or None when it is not a coverage skip."""
-    match = NOT_COVERED_PATTERN.match(message or "")
-    return match.group(1) if match else None
 
 
 def model_types() -> list[str]:

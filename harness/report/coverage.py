@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.cases.automatic import AUTOMATIC_TAG, CATEGORIES, not_covered_category
+from harness.coverage_categories import AUTOMATIC_TAG, CATEGORIES, not_covered_category
 from harness.report.sections import Section, Table, register_section
 
 RAN = "ran"
