@@ -2,9 +2,10 @@
 
 Usage: python benchmarks/all_tiny.py [--workers N] [extra harness run arguments...]
 
-Runs the parity and library structure suites on every automatic case, in bf16 and fp16,
-with pytest-xdist workers (2 unless given), then prints the wall time, the model types per
-minute after collection, and the coverage table the report shows.
+Runs the parity, fp16_overflow and library structure suites (unless --suites is given) on
+every automatic case, in bf16 and fp16, with pytest-xdist workers (2 unless given), then
+prints the wall time, the model types per minute after collection, and the coverage table
+the report shows.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import pandas as pd
 def main(arguments: list[str]) -> int:
     if "--workers" not in arguments:
         arguments = ["--workers", "2", *arguments]
+    if "--suites" not in arguments:
+        arguments = ["--suites", "parity,fp16_overflow,library_structure", *arguments]
     run_id = f"all-tiny-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path("reports")
     command = [
