@@ -84,6 +84,8 @@ def sample_run(tmp_path_factory):
         "run",
         "--cases",
         cases,
+        "--suites",
+        "parity,library_structure",
         "--backends",
         "eager:bf16:eager",
         "--device",
