@@ -17,7 +17,7 @@ from harness.backends import Variant
 from harness.cases import Case
 from harness.inputs import PLAIN, InputSpec
 
-VariantChoice = Literal["all", "non-reference", "reference"]
+VariantChoice = Literal["all", "non-reference", "reference", "once"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,9 @@ def check(
     """Mark a suite function as a check over case x variant x input.
 
     ``variants="non-reference"`` leaves out the live reference (comparing it with itself
-    says nothing); ``applies_to`` keeps only the cases a suite is about (MoE cases, say);
+    says nothing). ``variants="once"`` makes one check per case under its reference
+    variant, whatever ``--backends`` selects, for checks of the library rather than of a
+    backend. ``applies_to`` keeps only the cases a suite is about (MoE cases, say), and
     ``dtypes`` keeps only the variants of those dtypes, from every backend that has them.
     """
     return pytest.mark.harness_check(

@@ -7,6 +7,7 @@ report went; everything a run does is also reachable as ``pytest suites/ --cases
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -58,6 +59,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--run-id", help="name of the run folder (default: a timestamp)")
     run.add_argument("--suites-dir", help="folder of suite modules (default: the checkout's suites/)")
     run.add_argument("--references", default="reference_outputs", help="folder of golden reference files")
+    run.add_argument(
+        "--workers",
+        help="run checks in this many pytest-xdist worker processes ('auto': one per CPU core); default: none",
+    )
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after '--'")
 
     listing = commands.add_parser("list", help="list cases, backends or suites")
@@ -174,6 +179,7 @@ def command_run(args: argparse.Namespace) -> int:
         pytest_args += ["--checkpoint", path]
     for path in args.case_file:
         pytest_args += ["--case-file", path]
+    pytest_args += worker_args(args.workers)
     pytest_args += list(args.pytest_args)
 
     # The plugin's terminal summary prints the paths of the results and the report.
@@ -181,6 +187,17 @@ def command_run(args: argparse.Namespace) -> int:
     if status in (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERNAL_ERROR):
         return 2
     return status
+
+
+def worker_args(workers: str | None) -> list[str]:
+    """Return the pytest-xdist arguments for ``--workers``, or none when it is not given."""
+    if workers is None:
+        return []
+    if workers != "auto" and not (workers.isdigit() and int(workers) > 0):
+        raise CommandError(f"--workers {workers!r} is not a positive integer or 'auto'")
+    if importlib.util.find_spec("xdist") is None:
+        raise CommandError(f"--workers {workers} needs pytest-xdist; install it with: pip install pytest-xdist")
+    return ["-n", workers]
 
 
 def command_list(args: argparse.Namespace) -> int:

@@ -121,6 +121,9 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_check(spec): a harness check parametrized over case x variant x input")
     run = HarnessRun(config)
     config.stash[_RUN] = run
+    worker_input = getattr(config, "workerinput", None)
+    if worker_input:
+        share_cores(int(worker_input.get("workercount", 1)))
     option = config.option
     if option.cases or option.backends or option.checkpoint or option.case_file:
         # Validate the selection now, so a typo is one usage error line rather than a collection error.
@@ -139,6 +142,30 @@ def _validate_fp16_options(option: Any) -> None:
         raise pytest.UsageError(
             f"--fp16-margin {option.fp16_margin!r} is invalid; give a headroom factor of at least 1, such as 4"
         )
+
+
+def share_cores(workers: int) -> None:
+    """Give each of ``workers`` pytest-xdist workers an equal share of the CPU cores for torch's threads.
+
+    Every process otherwise starts one thread per core; with several workers the threads
+    oversubscribe the cores, and tiny models then run tens of times slower.
+    """
+    import torch
+
+    threads = max(1, (os.cpu_count() or 1) // max(workers, 1))
+    torch.set_num_threads(threads)
+    log.info("pytest-xdist worker uses %d torch threads (%d workers)", threads, workers)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node: Any) -> None:
+    """Hand the run id to each pytest-xdist worker, so that every worker writes into one run folder."""
+    node.workerinput["harness_run_id"] = node.config.stash[_RUN].run_id
+
+
+def is_xdist_controller(config: pytest.Config) -> bool:
+    """Return whether this process hands checks to pytest-xdist workers instead of running them."""
+    return config.pluginmanager.hasplugin("dsession")
 
 
 def suite_name(module: Any) -> str:
@@ -165,7 +192,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             continue
         reference = session.reference_variant(case)
         pads_left = case.is_decoder and "encoder" not in case.tags
-        for _, variant in session.variants(case):
+        variants = [reference] if spec.variants == "once" else [variant for _, variant in session.variants(case)]
+        for variant in variants:
             if spec.variants == "non-reference" and variant == reference:
                 continue
             if spec.variants == "reference" and variant != reference:
@@ -356,11 +384,19 @@ def _skip_reason(report: pytest.TestReport) -> str:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     run = session.config.stash.get(_RUN, None)
-    if run is None or run.writer is None:
+    if run is None:
         return
-    run.writer.close()
+    if run.writer is not None:
+        run.writer.close()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         return
+    if run.writer is None:
+        # Under pytest-xdist the workers wrote results-<worker>.jsonl; the controller reports them.
+        if not is_xdist_controller(session.config):
+            return
+        run.run_dir = run.output_dir() / run.run_id
+        if not any(run.run_dir.glob("results*.jsonl")):
+            return
     _finish_run(run)
 
 
@@ -393,6 +429,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     if run is None or run.run_dir is None:
         return
     terminalreporter.write_sep("-", "harness")
-    terminalreporter.write_line(f"results: {run.run_dir / RESULTS_FILE}")
+    files = sorted(run.run_dir.glob("results*.jsonl"))
+    terminalreporter.write_line(f"results: {files[0] if len(files) == 1 else run.run_dir}")
     if run.report_path is not None:
         terminalreporter.write_line(f"report: {run.report_path}")

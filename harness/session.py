@@ -29,6 +29,7 @@ from harness.backends import (
 )
 from harness.backends.eager import EagerBackend, float64_variant, reference_variant
 from harness.cases import BuiltCase, Case, build_case, checkpoint_case, load_case_file, select_cases
+from harness.coverage_categories import NotCovered
 from harness.environment import collect_environment, resolve_device
 from harness.inputs import InputSpec, ModelInputs, build_inputs
 from harness.probes.compare import has_vocabulary_logits, primary_output
@@ -110,6 +111,9 @@ class HarnessSession:
             except Exception as error:  # noqa: BLE001 - every check of the case reports this error
                 cached = error
             self._built[case.id] = cached
+        if isinstance(cached, NotCovered):
+            # An automatic case this harness cannot run: a coverage finding, not an error.
+            raise VariantSkipped(str(cached)) from cached
         if isinstance(cached, BaseException):
             raise RuntimeError(f"building case {case.id!r} failed: {type(cached).__name__}: {cached}") from cached
         return cached

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-KNOWN_TAGS = frozenset({"moe", "vision", "audio", "multimodal", "encoder", "decoder", "seq2seq"})
+# "automatic" marks the cases built from Transformers' default configs (see harness.cases.automatic).
+KNOWN_TAGS = frozenset({"moe", "vision", "audio", "multimodal", "encoder", "decoder", "seq2seq", "automatic"})
 
 Source = Literal["tiny", "checkpoint"]
 

@@ -205,8 +205,20 @@ def load_tokenizer(case: Case, folder: Path | str) -> Any:
 
 
 def build_case(case: Case, root: Path | None = None) -> BuiltCase:
-    """Materialize ``case`` and read back its config and tokenizer."""
+    """Materialize ``case`` and read back its config and tokenizer.
+
+    An automatic case raises ``harness.cases.automatic.NotCovered`` when its type cannot run
+    here, naming the category of the reason.
+    """
     quiet_transformers()
+    from harness.cases.automatic import build_automatic, is_automatic
+
+    if is_automatic(case):
+        return build_automatic(case, _build_case, root)
+    return _build_case(case, root)
+
+
+def _build_case(case: Case, root: Path | None = None) -> BuiltCase:
     started = time.perf_counter()
     folder = materialize(case, root)
     config = load_config(case, folder)

@@ -8,6 +8,7 @@ distributions are computed too.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,10 +50,16 @@ def primary_output(outputs: Any) -> torch.Tensor:
             return value
     if isinstance(outputs, torch.Tensor):
         return outputs
-    if isinstance(outputs, (tuple, list)):
-        for value in outputs:
+    # A ModelOutput is a mapping; one without the names above (CLIP's logits_per_image, a
+    # vocoder's waveform) is judged by its first floating tensor.
+    values = outputs.values() if isinstance(outputs, Mapping) else outputs
+    if isinstance(outputs, (tuple, list, Mapping)):
+        for value in values:
             if isinstance(value, torch.Tensor) and value.is_floating_point():
                 return value
+            # A backbone's feature_maps: the last stage is the one its users read.
+            if isinstance(value, (tuple, list)) and value and isinstance(value[-1], torch.Tensor):
+                return value[-1]
     raise TypeError(f"cannot find a tensor output in {type(outputs).__name__}")
 
 

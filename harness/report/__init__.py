@@ -14,7 +14,7 @@ import pandas as pd
 
 from harness.baseline import DEFAULT_THRESHOLDS, Comparison, Thresholds, compare_runs
 from harness.report.baseline import render_comparison
-from harness.report.sections import Section, Table, section_renderers
+from harness.report.sections import Section, Table, cross_suite_renderers, section_renderers
 from harness.runs import earlier_runs, load_run
 
 __all__ = ["AUTO", "render_report"]
@@ -123,9 +123,13 @@ def render_report(
     comparison = comparison_for(run_dir, baseline, thresholds)
     if comparison is not None:
         sections.append(render_comparison(comparison))
-    for suite, renderer in section_renderers().items():
-        if results.empty or suite not in set(results["suite"]):
-            continue
+    renderers = [
+        (suite, renderer)
+        for suite, renderer in section_renderers().items()
+        if not results.empty and suite in set(results["suite"])
+    ]
+    renderers += [(name, renderer) for name, renderer in cross_suite_renderers().items() if not results.empty]
+    for suite, renderer in renderers:
         try:
             section = renderer(results, info)
         except Exception as error:  # noqa: BLE001 - one broken section must not cost the whole report

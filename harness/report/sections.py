@@ -41,11 +41,15 @@ class Section:
 
 SectionRenderer = Callable[[pd.DataFrame, dict[str, Any]], Section | None]
 _RENDERERS: dict[str, SectionRenderer] = {}
+# Sections that read every suite's results; they are called for any run and may return None.
+_CROSS_SUITE: dict[str, SectionRenderer] = {}
 
 
-def register_section(suite: str) -> Callable[[SectionRenderer], SectionRenderer]:
+def register_section(suite: str, *, cross_suite: bool = False) -> Callable[[SectionRenderer], SectionRenderer]:
+    """Register a renderer for ``suite``'s results; ``cross_suite`` renders it whatever suites ran."""
+
     def decorate(renderer: SectionRenderer) -> SectionRenderer:
-        _RENDERERS[suite] = renderer
+        (_CROSS_SUITE if cross_suite else _RENDERERS)[suite] = renderer
         return renderer
 
     return decorate
@@ -53,6 +57,10 @@ def register_section(suite: str) -> Callable[[SectionRenderer], SectionRenderer]
 
 def section_renderers() -> dict[str, SectionRenderer]:
     return dict(_RENDERERS)
+
+
+def cross_suite_renderers() -> dict[str, SectionRenderer]:
+    return dict(_CROSS_SUITE)
 
 
 def format_number(value: Any, digits: int = 3) -> str:
