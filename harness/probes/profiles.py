@@ -38,8 +38,12 @@ settings.register_profile(PROFILE_CI, derandomize=True, max_examples=3, **_COMMO
 settings.register_profile(PROFILE_EXPLORE, derandomize=False, max_examples=30, **_COMMON)
 
 
+# Profiles Hypothesis loads by itself: "default", and "ci" when it sees a CI environment variable.
+_IMPLICIT_PROFILES = ("default", "ci")
+
+
 def active_profile() -> settings:
     """Return the profile the run selected, or ``harness-ci`` when it selected none."""
-    if settings.get_current_profile_name() == "default":
+    if settings.get_current_profile_name() in _IMPLICIT_PROFILES:
         return settings.get_profile(PROFILE_CI)
     return settings.default
