@@ -61,7 +61,23 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--references", default="reference_outputs", help="folder of golden reference files")
     run.add_argument(
         "--workers",
-        help="run checks in this many pytest-xdist worker processes ('auto': one per CPU core); default: none",
+        default="1",
+        help="pytest-xdist worker processes that run the checks ('auto': one per CPU core); a worker that "
+        "crashes is replaced and its check recorded as an error. 0 runs in this process (default: 1)",
+    )
+    run.add_argument(
+        "--timeout",
+        type=float,
+        default=1800,
+        help="seconds one check may run before it is stopped and recorded as an error (default: 1800; 0: none)",
+    )
+    run.add_argument("--shard", help="run shard I of N (I/N): cases split deterministically, balanced by durations")
+    run.add_argument("--shard-durations", help="run folder or JSON file of seconds per case that balances --shard")
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run named by --run-id without repeating finished checks"
+    )
+    run.add_argument(
+        "--expected", default="expected_status.toml", help="TOML file of checks known to fail (run as xfail)"
     )
     run.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after '--'")
 
@@ -154,6 +170,8 @@ def command_run(args: argparse.Namespace) -> int:
 
     from harness.results import new_run_id
 
+    if args.resume and not args.run_id:
+        raise CommandError("--resume continues an earlier run: name it with --run-id")
     run_id = args.run_id or new_run_id()
     pytest_args = [
         str(suites_dir(args.suites_dir)),
@@ -179,7 +197,16 @@ def command_run(args: argparse.Namespace) -> int:
         pytest_args += ["--checkpoint", path]
     for path in args.case_file:
         pytest_args += ["--case-file", path]
-    pytest_args += worker_args(args.workers)
+    for option in ("shard", "shard_durations", "expected"):
+        value = getattr(args, option)
+        if value:
+            pytest_args += [f"--{option.replace('_', '-')}", value]
+    if args.resume:
+        pytest_args.append("--resume")
+    pytest_args += ["--junitxml", str(Path(args.out) / run_id / "junit.xml")]
+    workers = worker_args(args.workers)
+    pytest_args += workers
+    pytest_args += timeout_args(args.timeout, isolated=bool(workers))
     pytest_args += list(args.pytest_args)
 
     # The plugin's terminal summary prints the paths of the results and the report.
@@ -190,14 +217,30 @@ def command_run(args: argparse.Namespace) -> int:
 
 
 def worker_args(workers: str | None) -> list[str]:
-    """Return the pytest-xdist arguments for ``--workers``, or none when it is not given."""
-    if workers is None:
+    """Return the pytest-xdist arguments for ``--workers``; none for 0 (run in this process)."""
+    if workers is None or workers == "0":
         return []
     if workers != "auto" and not (workers.isdigit() and int(workers) > 0):
-        raise CommandError(f"--workers {workers!r} is not a positive integer or 'auto'")
+        raise CommandError(f"--workers {workers!r} is not a non-negative integer or 'auto'")
     if importlib.util.find_spec("xdist") is None:
         raise CommandError(f"--workers {workers} needs pytest-xdist; install it with: pip install pytest-xdist")
-    return ["-n", workers]
+    # loadgroup keeps each case's checks on one worker; crashed workers are replaced, as
+    # many times as it takes, since each crash costs only its check.
+    return ["-n", workers, "--dist", "loadgroup", "--max-worker-restart", "1000"]
+
+
+def timeout_args(seconds: float, isolated: bool) -> list[str]:
+    """Return pytest-timeout arguments: stop a check after ``seconds``.
+
+    In a worker the thread method ends the whole process, which also stops a hang inside
+    native code, and the controller records the check as timed out; in this process the
+    signal method fails the check instead, which cannot interrupt native code.
+    """
+    if seconds <= 0:
+        return []
+    if importlib.util.find_spec("pytest_timeout") is None:
+        raise CommandError("--timeout needs pytest-timeout; install it with: pip install pytest-timeout")
+    return ["--timeout", f"{seconds:g}", "--timeout-method", "thread" if isolated else "signal"]
 
 
 def command_list(args: argparse.Namespace) -> int:

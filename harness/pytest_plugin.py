@@ -7,29 +7,37 @@ tests) are left alone, and no run folder is created unless a check ran.
 
 from __future__ import annotations
 
-import datetime as _datetime
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from harness.backends import UnknownBackendError, VariantSkipped, get_backend
-from harness.cases import Case, CaseFileError, UnknownCaseError
+from harness.backends import VariantSkipped, get_backend
 from harness.checks import Check, CheckSpec
+from harness.collection import check_id, is_check, select_and_order, suite_name
 from harness.environment import result_environment
 from harness.inputs import resolve_padding
-from harness.paths import default_reports_dir
 from harness.probes import profiles  # noqa: F401 - registers the Hypothesis profiles before Hypothesis loads one
-from harness.results import RESULTS_FILE, Result, ResultsWriter, new_run_id, write_run_info
-from harness.session import HarnessSession, RunOptions, describe_options
+from harness.results import Result
+from harness.run_state import (
+    INFLIGHT_PREFIX,
+    HarnessRun,
+    crash_result,
+    describe_crash,
+    finish_run,
+    now,
+    read_inflight,
+    recorded_checks,
+    worker_id,
+)
+from harness.session import HarnessSession
 
 log = logging.getLogger(__name__)
 
 
-_RUN = pytest.StashKey["HarnessRun"]()
+_RUN = pytest.StashKey[HarnessRun]()
 _CHECK = pytest.StashKey[Check]()
 _PHASES = pytest.StashKey[dict]()
 
@@ -48,6 +56,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--case-file", action="append", default=[], help="a TOML file declaring extra cases")
     group.addoption("--references", default="reference_outputs", help="folder of golden reference files")
     group.addoption("--no-report", action="store_true", help="write results but no HTML report")
+    group.addoption("--shard", default=None, help="run shard I of N (I/N), split by case and balanced by durations")
+    group.addoption(
+        "--shard-durations",
+        default=None,
+        help="run folder or JSON file of seconds per case that balances --shard (default: check counts)",
+    )
+    group.addoption(
+        "--resume", action="store_true", help="continue the run named by --run-id without repeating finished checks"
+    )
+    group.addoption(
+        "--expected",
+        default="expected_status.toml",
+        help="TOML file of checks known to fail; they run as expected failures (default: expected_status.toml)",
+    )
     group.addoption(
         "--stress-profiles",
         default="default",
@@ -61,62 +83,6 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
-@dataclass
-class HarnessRun:
-    """Per-pytest-invocation state: the session, the results writer, the run folder."""
-
-    config: pytest.Config
-    _session: HarnessSession | None = None
-    writer: ResultsWriter | None = None
-    run_dir: Path | None = None
-    report_path: Path | None = None
-    started_at: str = field(default_factory=lambda: _now())
-
-    @property
-    def session(self) -> HarnessSession:
-        if self._session is None:
-            option = self.config.option
-            options = RunOptions(
-                cases=option.cases,
-                backends=option.backends,
-                device=option.device,
-                checkpoints=list(option.checkpoint),
-                case_files=list(option.case_file),
-                references_dir=Path(option.references),
-            )
-            try:
-                self._session = HarnessSession(options)
-            except (UnknownCaseError, UnknownBackendError, CaseFileError, ValueError) as error:
-                raise pytest.UsageError(str(error)) from None
-        return self._session
-
-    @property
-    def run_id(self) -> str:
-        option = self.config.option
-        if option.run_id is None:
-            worker_input = getattr(self.config, "workerinput", None)
-            option.run_id = (worker_input or {}).get("harness_run_id") or new_run_id()
-        return option.run_id
-
-    def results_file(self) -> Path:
-        worker = os.environ.get("PYTEST_XDIST_WORKER")
-        name = RESULTS_FILE if worker is None else f"results-{worker}.jsonl"
-        return self.output_dir() / self.run_id / name
-
-    def output_dir(self) -> Path:
-        return Path(self.config.option.out) if self.config.option.out else default_reports_dir()
-
-    def write(self, result: Result) -> None:
-        if self.writer is None:
-            self.run_dir = self.output_dir() / self.run_id
-            self.writer = ResultsWriter(self.results_file())
-        self.writer.write(result)
-
-
-def _now() -> str:
-    return _datetime.datetime.now(_datetime.timezone.utc).isoformat(timespec="seconds")
-
-
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness_check(spec): a harness check parametrized over case x variant x input")
     run = HarnessRun(config)
@@ -124,11 +90,41 @@ def pytest_configure(config: pytest.Config) -> None:
     worker_input = getattr(config, "workerinput", None)
     if worker_input:
         share_cores(int(worker_input.get("workercount", 1)))
+        use_own_gpu(worker_id())
+        run.done_checks = frozenset(worker_input.get("harness_done_checks", ()))
     option = config.option
     if option.cases or option.backends or option.checkpoint or option.case_file:
         # Validate the selection now, so a typo is one usage error line rather than a collection error.
         run.session  # noqa: B018 - building the session validates the options
     _validate_fp16_options(option)
+    if option.resume and not worker_input:
+        _prepare_resume(run)
+
+
+def _prepare_resume(run: HarnessRun) -> None:
+    """Read what the interrupted run finished; record a check a crash left in flight as an error."""
+    if run.config.option.run_id is None:
+        raise pytest.UsageError("--resume continues an earlier run: name it with --run-id")
+    if not run.run_dir.is_dir():
+        raise pytest.UsageError(f"--resume: run folder {run.run_dir} not found; check --out and --run-id")
+    for path in sorted(run.run_dir.glob(f"{INFLIGHT_PREFIX}*.json")):
+        inflight = read_inflight(path)
+        if inflight and inflight.get("check") not in recorded_checks(run.run_dir):
+            message = "the check's process died in an earlier attempt of this run: " + describe_crash(inflight, None)
+            run.write(crash_result(run, inflight["check"], message))
+        path.unlink(missing_ok=True)
+    run.done_checks = recorded_checks(run.run_dir)
+
+
+def use_own_gpu(worker: str | None) -> None:
+    """Give each pytest-xdist worker its own GPU when there are several (gw0 the first, gw1 the next)."""
+    import torch
+
+    if worker is None or not torch.cuda.is_available() or torch.cuda.device_count() < 2:
+        return
+    index = int(worker.removeprefix("gw")) % torch.cuda.device_count()
+    torch.cuda.set_device(index)
+    log.info("pytest-xdist worker %s uses GPU %d", worker, index)
 
 
 def _validate_fp16_options(option: Any) -> None:
@@ -159,24 +155,37 @@ def share_cores(workers: int) -> None:
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_configure_node(node: Any) -> None:
-    """Hand the run id to each pytest-xdist worker, so that every worker writes into one run folder."""
-    node.workerinput["harness_run_id"] = node.config.stash[_RUN].run_id
+    """Hand each pytest-xdist worker the run id and the finished checks of a resumed run.
 
-
-def is_xdist_controller(config: pytest.Config) -> bool:
-    """Return whether this process hands checks to pytest-xdist workers instead of running them."""
-    return config.pluginmanager.hasplugin("dsession")
-
-
-def suite_name(module: Any) -> str:
-    """Return a suite module's name: its SUITE attribute, else the file name without ``test_``.
-
-    A suite module also sets ``RUN_BY_DEFAULT = True`` to run when ``--suites`` is not given.
+    Every worker, a replacement for a crashed one included, must collect the same checks,
+    so the finished checks are read once here rather than by each worker.
     """
-    declared = getattr(module, "SUITE", None)
-    if declared:
-        return str(declared)
-    return module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    run = node.config.stash[_RUN]
+    node.workerinput["harness_run_id"] = run.run_id
+    node.workerinput["harness_done_checks"] = sorted(run.done_checks)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Schedule a harness run's ``--dist loadgroup`` with a scheduler that survives crashed workers."""
+    if config.option.dist != "loadgroup":
+        return None
+    from harness.scheduling import CaseGroupScheduling
+
+    return CaseGroupScheduling(config, log)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem: str, report: Any, sched: Any) -> None:
+    """Record the check a crashed pytest-xdist worker was running as an error; the run goes on."""
+    run = report.node.config.stash[_RUN] if hasattr(report, "node") else None
+    if run is None:
+        return
+    worker = report.node.gateway.id
+    inflight = read_inflight(run.inflight_file(worker))
+    timeout = getattr(run.config.option, "timeout", None)
+    run.write(crash_result(run, check_id(crashitem), describe_crash(inflight, float(timeout) if timeout else None)))
+    run.inflight_file(worker).unlink(missing_ok=True)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -208,52 +217,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("case,variant,input_spec", params)
 
 
-def is_check(item: pytest.Item) -> bool:
-    """Return whether ``item`` is a harness check with a case (a parameter set left empty has none)."""
-    if item.get_closest_marker("harness_check") is None or not hasattr(item, "callspec"):
-        return False
-    return isinstance(item.callspec.params.get("case"), Case)
-
-
+# Before pytest-xdist's own hook, which turns the xdist_group marks added here into node ids.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    checks = [item for item in items if is_check(item)]
-    if not checks:
+    if not any(is_check(item) for item in items):
         return
-    known = sorted({suite_name(item.module) for item in checks})
-    requested = config.option.suites
-    if requested:
-        wanted = _parse_suites(requested, known)
-    else:
-        wanted = sorted({suite_name(item.module) for item in checks if getattr(item.module, "RUN_BY_DEFAULT", False)})
-
-    kept, deselected = [], []
-    for item in items:
-        if is_check(item) and suite_name(item.module) not in wanted:
-            deselected.append(item)
-        else:
-            kept.append(item)
-    if deselected:
-        config.hook.pytest_deselected(items=deselected)
-
-    # Group checks by case, then variant, so each model is prepared once and released early.
     run = config.stash[_RUN]
     case_order = {case.id: index for index, case in enumerate(run.session.cases)}
-
-    def order(item: pytest.Item) -> tuple:
-        params = item.callspec.params
-        return (case_order.get(params["case"].id, 0), params["variant"].id, suite_name(item.module))
-
-    check_items = sorted((item for item in kept if is_check(item)), key=order)
-    others = [item for item in kept if not is_check(item)]
-    items[:] = others + check_items
-
-
-def _parse_suites(requested: str, known: list[str]) -> list[str]:
-    names = [name.strip() for name in requested.split(",") if name.strip()]
-    for name in names:
-        if name not in known:
-            raise pytest.UsageError(f"unknown suite {name!r}; known suites: {', '.join(known)}")
-    return names
+    select_and_order(config, items, case_order, run.done_checks)
 
 
 @pytest.fixture(scope="session")
@@ -297,6 +268,18 @@ def _check_of(item: pytest.Item) -> Check:
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Any:
+    """Name the check in flight in a file, so a crash of this process can be traced to it."""
+    run = item.config.stash[_RUN]
+    tracked = is_check(item)
+    if tracked:
+        run.mark_inflight(check_id(item.nodeid))
+    yield
+    if tracked:
+        run.clear_inflight()
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
     outcome = yield
     if not is_check(item):
@@ -327,7 +310,7 @@ def _write_result(item: pytest.Item, phases: dict[str, Any]) -> None:
         suite=check.suite,
         case=check.case.id,
         backend=check.variant.id,
-        check=item.nodeid,
+        check=check_id(item.nodeid),
         status=status,
         input=check.input_spec.name,
         metrics={"backend_family": backend.family, **check.variant.as_dict(), **check.metrics},
@@ -337,7 +320,7 @@ def _write_result(item: pytest.Item, phases: dict[str, Any]) -> None:
         duration_s=round(sum(report.duration for report, _ in phases.values()), 4),
         environment=result_environment(run.session.environment),
         tags=sorted(check.case.tags),
-        started_at=_now(),
+        started_at=now(),
     )
     run.write(result)
 
@@ -349,6 +332,8 @@ def classify(phases: dict[str, Any]) -> tuple[str, str]:
             continue
         report, excinfo = phases[when]
         if report.failed:
+            if excinfo is not None and _is_timeout(excinfo.value):
+                return "error", f"the check timed out: {_exception_message(excinfo.value, with_type=False)}"
             if when == "call" and excinfo is not None and _is_assertion(excinfo.value):
                 return "fail", _exception_message(excinfo.value, with_type=False)
             prefix = "" if when == "call" else f"in {when}: "
@@ -361,6 +346,11 @@ def classify(phases: dict[str, Any]) -> tuple[str, str]:
     if hasattr(report, "wasxfail"):
         return "pass", f"passed although expected to fail: {report.wasxfail}"
     return "pass", ""
+
+
+def _is_timeout(error: BaseException) -> bool:
+    """Return whether pytest-timeout ended the check (its signal method fails it with "Timeout >N s")."""
+    return isinstance(error, pytest.fail.Exception) and str(getattr(error, "msg", "")).startswith("Timeout")
 
 
 def _is_assertion(error: BaseException) -> bool:
@@ -388,48 +378,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if run.writer is not None:
         run.writer.close()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
+    if worker_id() is not None:
         return
-    if run.writer is None:
-        # Under pytest-xdist the workers wrote results-<worker>.jsonl; the controller reports them.
-        if not is_xdist_controller(session.config):
-            return
-        run.run_dir = run.output_dir() / run.run_id
-        if not any(run.run_dir.glob("results*.jsonl")):
-            return
-    _finish_run(run)
-
-
-def _finish_run(run: HarnessRun) -> None:
-    assert run.run_dir is not None
-    harness_session = run.session
-    write_run_info(
-        run.run_dir,
-        {
-            "run_id": run.run_id,
-            "started_at": run.started_at,
-            "finished_at": _now(),
-            "options": describe_options(harness_session.options),
-            "cases": [case.id for case in harness_session.cases],
-            "environment": harness_session.environment,
-        },
-    )
-    if run.config.option.no_report:
+    # Under pytest-xdist the workers wrote results-<worker>.jsonl; the controller gathers and reports them.
+    if not run.run_dir.is_dir() or not any(run.run_dir.glob("results*.jsonl")):
         return
-    from harness.report import render_report
-
-    try:
-        run.report_path = render_report(run.run_dir)
-    except Exception:  # noqa: BLE001 - the results are safe on disk; a report bug must not lose them
-        log.exception("rendering the report of %s failed; results are in %s", run.run_id, run.run_dir)
+    finish_run(run)
 
 
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
     run = config.stash.get(_RUN, None)
-    if run is None or run.run_dir is None:
+    if run is None or not run.run_dir.is_dir():
+        return
+    files = sorted(run.run_dir.glob("results*.jsonl"))
+    if not files:
         return
     terminalreporter.write_sep("-", "harness")
-    files = sorted(run.run_dir.glob("results*.jsonl"))
     terminalreporter.write_line(f"results: {files[0] if len(files) == 1 else run.run_dir}")
     if run.report_path is not None:
         terminalreporter.write_line(f"report: {run.report_path}")

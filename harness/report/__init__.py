@@ -109,18 +109,21 @@ def render_report(
     output: Path | None = None,
     baseline: Path | str | None = AUTO,
     thresholds: Thresholds = DEFAULT_THRESHOLDS,
+    comparison: Comparison | None = None,
 ) -> Path:
     """Render ``run_dir``'s results to a self-contained HTML page; return its path.
 
     ``baseline`` is the run to compare with: a run folder, AUTO (the run that started last
-    before this one in the same results folder, when there is one) or None.
+    before this one in the same results folder, when there is one) or None. A comparison
+    computed already may be passed instead.
     """
     run = load_run(run_dir)
     results, info = run.results, run.info
     _load_sections()
 
     sections: list[Section] = []
-    comparison = comparison_for(run_dir, baseline, thresholds)
+    if comparison is None:
+        comparison = comparison_for(run_dir, baseline, thresholds)
     if comparison is not None:
         sections.append(render_comparison(comparison))
     renderers = [
