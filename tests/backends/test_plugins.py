@@ -1,0 +1,64 @@
+"""Backend discovery through entry points, and selectors over backends, families and variants."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.backends import _entry_point_backends, load_backends, select_variants
+from harness.backends.eager import EagerBackend
+from harness.cases import get_case
+from harness.listing import backend_rows
+
+PLUGIN_ENTRY_POINTS = """\
+[harness.backends]
+plugin-eager = tests.plugin_backend:PluginEagerBackend
+"""
+
+
+@pytest.fixture
+def installed_plugin(tmp_path, monkeypatch):
+    """Install a distribution whose only content is a ``harness.backends`` entry point."""
+    dist_info = tmp_path / "harness_plugin_example-1.0.dist-info"
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: harness-plugin-example\nVersion: 1.0\n")
+    (dist_info / "entry_points.txt").write_text(PLUGIN_ENTRY_POINTS)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _entry_point_backends.cache_clear()
+    yield
+    _entry_point_backends.cache_clear()
+
+
+def _ids(pairs):
+    return [variant.id for _, variant in pairs]
+
+
+def test_plugin_backend_found_through_entry_point(installed_plugin):
+    from tests.plugin_backend import PluginEagerBackend
+
+    backends = load_backends()
+
+    assert isinstance(backends["plugin-eager"], PluginEagerBackend)
+    assert backends["plugin-eager"].family == "plugin"
+
+
+def test_plugin_backend_listed(installed_plugin):
+    rows = {row["backend"]: row for row in backend_rows("cpu")}
+
+    assert rows["plugin-eager"]["available"] == "yes"
+    assert rows["plugin-eager"]["default variants"] == "plugin-eager:fp32:sdpa"
+
+
+def test_plugin_backend_runs_parity(installed_plugin, run_suites):
+    run = run_suites("--cases", "llama-tiny", "--backends", "plugin-eager")
+    live = run.results[run.results["check"].str.contains("test_parity\\[")]
+
+    assert set(live["backend"]) == {"plugin-eager:fp32:sdpa"}
+    assert set(live["status"]) == {"pass"}
+    # No tolerance entry names the plugin's family, so eager's fp32 entry judges it.
+    assert {thresholds["source"] for thresholds in live["thresholds"]} == {"table eager/fp32"}
+
+
+def test_eager_selector_selects_every_eager_variant():
+    case = get_case("qwen3-moe-tiny")
+
+    assert _ids(select_variants("eager", case, "cpu")) == [v.id for v in EagerBackend().variants(case, "cpu")]
