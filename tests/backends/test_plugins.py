@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.backends import _entry_point_backends, load_backends, select_variants
+from harness.backends import UnknownBackendError, _entry_point_backends, load_backends, select_variants
 from harness.backends.eager import EagerBackend
 from harness.cases import get_case
 from harness.listing import backend_rows
@@ -62,3 +62,34 @@ def test_eager_selector_selects_every_eager_variant():
     case = get_case("qwen3-moe-tiny")
 
     assert _ids(select_variants("eager", case, "cpu")) == [v.id for v in EagerBackend().variants(case, "cpu")]
+
+
+def test_family_selector_selects_each_quantized_backend():
+    case = get_case("llama-tiny")
+    quantized = {name for name, backend in load_backends().items() if backend.family == "quantized"}
+
+    chosen = select_variants("quantized", case, "cpu")
+
+    assert {backend.name for backend, _ in chosen} == quantized
+    assert "quantized-int8wo:fp32:transformers" in _ids(chosen)
+    assert "quantized-int8wo:fp32:direct" not in _ids(chosen)
+    assert "quantized-int8wo:bf16:transformers" not in _ids(chosen)
+    assert "quantized-fp8:bf16:transformers" in _ids(chosen)
+
+
+def test_family_selector_with_path_reaches_direct_variants():
+    chosen = _ids(select_variants("quantized-int8wo:fp32:direct", get_case("llama-tiny"), "cpu"))
+
+    assert chosen == ["quantized-int8wo:fp32:direct"]
+
+
+def test_family_selector_with_dtype_reaches_other_variants():
+    chosen = _ids(select_variants("quantized:bf16", get_case("llama-tiny"), "cpu"))
+
+    assert "quantized-int8wo:bf16:transformers" in chosen
+    assert all(":bf16:" in variant_id for variant_id in chosen)
+
+
+def test_unknown_backend_suggests_family():
+    with pytest.raises(UnknownBackendError, match="unknown backend 'quantised'; closest: quantized"):
+        select_variants("quantised", get_case("llama-tiny"), "cpu")
