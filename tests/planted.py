@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from harness.backends import PreparedModel, Variant
+from harness.backends.compiled import CompiledBackend
 from harness.backends.eager import EagerBackend
 from harness.backends.quantized import TRANSFORMERS_PATH, Int8WeightOnlyBackend
 from harness.cases import BuiltCase, Case
@@ -163,3 +164,48 @@ class SplitWeightAtInitBackend(Int8WeightOnlyBackend):
         quantize_(fresh, Int8WeightOnlyConfig())
         target.weight = fresh.weight
         return prepared
+
+
+class PerturbedCompiledBackend(CompiledBackend):
+    """The compiled backend, with a perturbation of the logits compiled into the graph."""
+
+    name = "perturbed-compiled"
+    description = "torch.compile of a forward that perturbs the logits"
+
+    def __init__(self, scale: float = 1e-2) -> None:
+        self.scale = scale
+
+    def variants(self, case: Case, device: str) -> list[Variant]:
+        return [Variant(self.name, "fp32", (("mode", "default"),))]
+
+    def function_to_compile(self, module: torch.nn.Module):
+        from transformers.modeling_outputs import CausalLMOutput
+
+        def perturbed_forward(**inputs):
+            logits = module(**inputs).logits
+            return CausalLMOutput(logits=logits + self.scale * torch.cos(1000.0 * logits))
+
+        return perturbed_forward
+
+
+class CompiledNoisyLayerBackend(CompiledBackend):
+    """The compiled backend over a model whose one layer adds a perturbation: compiling is not the cause."""
+
+    name = "compiled-noisy-layer"
+    description = "torch.compile of a model with a perturbation hooked onto one layer"
+
+    def __init__(self, module_name: str = "model.layers.1", scale: float = 1e-2) -> None:
+        self.module_name = module_name
+        self.scale = scale
+
+    def variants(self, case: Case, device: str) -> list[Variant]:
+        return [Variant(self.name, "fp32", (("mode", "default"),))]
+
+    def function_to_compile(self, module: torch.nn.Module):
+        def perturb(submodule, args, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            perturbed = hidden + self.scale * torch.cos(1000.0 * hidden)
+            return (perturbed, *output[1:]) if isinstance(output, tuple) else perturbed
+
+        module.get_submodule(self.module_name).register_forward_hook(perturb)
+        return module

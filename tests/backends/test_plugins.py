@@ -58,6 +58,12 @@ def test_plugin_backend_runs_parity(installed_plugin, run_suites):
     assert {thresholds["source"] for thresholds in live["thresholds"]} == {"table eager/fp32"}
 
 
+def test_built_in_backends_register_through_entry_points():
+    names = set(_entry_point_backends())
+
+    assert {"eager", "compiled", "quantized-int8wo", "quantized-bnb-nf4", "quantized-quanto-int4"} <= names
+
+
 def test_eager_selector_selects_every_eager_variant():
     case = get_case("qwen3-moe-tiny")
 
@@ -88,6 +94,31 @@ def test_family_selector_with_dtype_reaches_other_variants():
 
     assert "quantized-int8wo:bf16:transformers" in chosen
     assert all(":bf16:" in variant_id for variant_id in chosen)
+
+
+def test_compiled_selector_picks_fp32_default_mode_on_cpu():
+    chosen = _ids(select_variants("compiled", get_case("llama-tiny"), "cpu"))
+
+    assert chosen == ["compiled:fp32:default"]
+
+
+def test_compiled_selector_with_dtype_picks_every_mode():
+    chosen = _ids(select_variants("compiled:bf16", get_case("llama-tiny"), "cpu"))
+
+    assert chosen == ["compiled:bf16:default", "compiled:bf16:reduce-overhead", "compiled:bf16:max-autotune"]
+
+
+def test_compiled_selector_names_one_mode():
+    chosen = _ids(select_variants("compiled:fp32:max-autotune", get_case("llama-tiny"), "cpu"))
+
+    assert chosen == ["compiled:fp32:max-autotune"]
+
+
+def test_combined_selector_keeps_selector_order():
+    chosen = select_variants("eager:fp32,compiled:fp32,quantized", get_case("llama-tiny"), "cpu")
+    families = [backend.family for backend, _ in chosen]
+
+    assert families == sorted(families, key=["eager", "compiled", "quantized"].index)
 
 
 def test_unknown_backend_suggests_family():
