@@ -14,16 +14,19 @@ they cannot run, so a CPU run still lists them.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import re
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch._inductor.config
+import transformers
 
 from harness.backends.base import Backend, PreparedModel, Variant, VariantSkipped, timed
 from harness.backends.eager import device_dtype_skip_reason
@@ -365,13 +368,13 @@ class QuantizedBackend(Backend):
         scheme = self.scheme
         if scheme.min_capability is not None:
             needed = ".".join(str(part) for part in scheme.min_capability)
-            why = scheme.gpu_requirement
+            reason = scheme.gpu_requirement
             if device != "cuda":
-                return f"{scheme.label} runs on CUDA GPUs of compute capability {needed} or newer: {why}"
+                return f"{scheme.label} runs on CUDA GPUs of compute capability {needed} or newer: {reason}"
             capability = torch.cuda.get_device_capability()
             if capability < scheme.min_capability:
                 found = ".".join(str(part) for part in capability)
-                return f"{scheme.label} needs compute capability {needed} or newer, found {found}: {why}"
+                return f"{scheme.label} needs compute capability {needed} or newer, found {found}: {reason}"
         missing = _missing_package((scheme.package, *scheme.extra_packages))
         if missing is not None:
             return f"{scheme.label} needs the {missing!r} package, which is not installed"
@@ -389,13 +392,25 @@ class QuantizedBackend(Backend):
                     f"{self.scheme.label} quantizes in groups of {self.scheme.group_size} input features, "
                     f"and {layer[0]} has {layer[1]}"
                 )
+        # torchao's configs set inductor options globally when they quantize (for the user's
+        # later torch.compile), which would change how compiled variants of later cases compile.
+        inductor_config = torch._inductor.config.get_config_copy()
         with timed() as elapsed:
             try:
                 module, not_converted = self._load(built, variant.torch_dtype, device, path)
-                self._run_once(built, module, variant, device)
             except Exception as error:  # noqa: BLE001 - re-raised unless the library rejected the model
                 self._skip_if_library_rejects(built, error)
                 raise
+            finally:
+                torch._inductor.config.load_config(inductor_config)
+            try:
+                self._run_once(built, module, variant, device)
+            except Exception as error:  # noqa: BLE001 - any crash of the forward means the variant cannot run
+                message = str(error).strip().splitlines()[0] if str(error).strip() else ""
+                raise VariantSkipped(
+                    f"{self.scheme.label} loads {built.case.id}, but its forward fails here: "
+                    f"{type(error).__name__}: {message} (raised in {innermost_frame(error)})"
+                ) from error
         info = {
             "quantization": {
                 "scheme": self.scheme.name,
@@ -416,12 +431,25 @@ class QuantizedBackend(Backend):
             module = load_model(built, dtype, device)
             self.quantize_directly(module, dtype)
             return module, []
-        module = load_model(built, dtype, device, quantization_config=self.scheme.transformers_config(dtype))
+        with transformers_load_report() as report:
+            try:
+                module = load_model(built, dtype, device, quantization_config=self.scheme.transformers_config(dtype))
+            except RuntimeError as error:
+                errors = conversion_errors(report)
+                if not errors:
+                    raise
+                raise RuntimeError(
+                    f"Transformers failed to convert the checkpoint's weights: {'; '.join(errors)}"
+                ) from error
         quantizer = getattr(module, "hf_quantizer", None)
         return module, list(getattr(quantizer, "modules_to_not_convert", None) or [])
 
     def _run_once(self, built: BuiltCase, module: torch.nn.Module, variant: Variant, device: str) -> None:
-        """Run one forward, so that a kernel that cannot run this model fails here, in prepare."""
+        """Run one forward, so that a variant whose kernels cannot run this model is skipped with the reason.
+
+        Such crashes are library limitations on this device (bitsandbytes 0.50.2's CPU path
+        rejects some layer shapes and inputs with more than three dimensions), not a result.
+        """
         inputs = build_inputs(built.case.inputs, built.config, PLAIN, built.tokenizer)
         with torch.no_grad():
             module(**inputs.to(device, variant.torch_dtype))
@@ -450,6 +478,55 @@ class QuantizedBackend(Backend):
         """Quantize a float model in place with the library's own call."""
         assert self.scheme.direct is not None
         self.scheme.direct(module, dtype)
+
+
+@contextlib.contextmanager
+def transformers_load_report() -> Iterator[list[str]]:
+    """Collect the warnings Transformers logs during the block, its load report among them.
+
+    The harness keeps Transformers' logging at errors only, but the load report, the only
+    place that names the weight that failed to convert, is logged as a warning.
+    """
+    messages: list[str] = []
+
+    class Collector(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            messages.append(record.getMessage())
+
+    library_logger = logging.getLogger("transformers")
+    collector = Collector(level=logging.WARNING)
+    verbosity = transformers.utils.logging.get_verbosity()
+    propagate = library_logger.propagate
+    library_logger.addHandler(collector)
+    # Transformers' own handler would print the report as well; the collected copy is enough.
+    library_logger.propagate = False
+    transformers.utils.logging.set_verbosity_warning()
+    saved_handlers = [handler for handler in library_logger.handlers if handler is not collector]
+    for handler in saved_handlers:
+        library_logger.removeHandler(handler)
+    try:
+        yield messages
+    finally:
+        library_logger.removeHandler(collector)
+        for handler in saved_handlers:
+            library_logger.addHandler(handler)
+        library_logger.propagate = propagate
+        transformers.utils.logging.set_verbosity(verbosity)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def conversion_errors(messages: list[str], limit: int = 3) -> list[str]:
+    """Return the "Error:" lines of Transformers' load report, each with the exception line above it."""
+    errors: list[str] = []
+    for message in messages:
+        lines = [_ANSI.sub("", line).strip() for line in message.splitlines()]
+        for index, line in enumerate(lines):
+            if line.startswith("Error:"):
+                cause = lines[index - 1] if index and lines[index - 1] else ""
+                errors.append(f"{cause} ({line.removeprefix('Error:').strip()})" if cause else line)
+    return errors[:limit]
 
 
 def _linear_not_divisible(built: BuiltCase, group_size: int) -> tuple[str, int] | None:
@@ -485,6 +562,15 @@ def raised_in_library(error: BaseException) -> str | None:
                 return f"{path.rsplit('site-packages/', 1)[-1]}:{frame.lineno}"
         current = current.__cause__ or current.__context__
     return None
+
+
+def innermost_frame(error: BaseException) -> str:
+    """Return ``file:line`` of the frame that raised ``error``, relative to site-packages."""
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return "unknown location"
+    path = frames[-1].filename.replace(os.sep, "/")
+    return f"{path.rsplit('site-packages/', 1)[-1]}:{frames[-1].lineno}"
 
 
 class GradFreePreparedModel(PreparedModel):

@@ -86,3 +86,49 @@ def test_conv1d_projections_left_in_float_fail(run_suites):
     assert result["status"] == "fail"
     assert "transformer.h.0.attn.c_attn.weight: left in float: a Conv1D linear layer" in result["message"]
     assert (run.run_dir / "index.html").read_text().count("Quantization coverage and weight integrity") == 1
+
+
+def test_conversion_errors_read_from_load_report():
+    from harness.backends.quantized import conversion_errors
+
+    report = (
+        "\x1b[1mSapiens2Model LOAD REPORT\x1b[0m from: /cache/sapiens2-tiny\n"
+        "Key | Status |\n"
+        "1D Tensors cannot be quantized per-axis\n"
+        "Error: QuantoQuantize on tensors destined for model.layer.2.mlp.gate_proj.weight. Ckpt contains: 2\n"
+    )
+
+    assert conversion_errors(["unrelated warning", report]) == [
+        "1D Tensors cannot be quantized per-axis "
+        "(QuantoQuantize on tensors destined for model.layer.2.mlp.gate_proj.weight. Ckpt contains: 2)"
+    ]
+
+
+def test_library_frame_found_through_chained_errors():
+    from harness.backends.quantized import raised_in_library
+
+    def raise_from_torchao():
+        exec(compile("raise ValueError('bad shape')", "/venv/site-packages/torchao/quant.py", "exec"))
+
+    with pytest.raises(RuntimeError) as caught:
+        try:
+            raise_from_torchao()
+        except ValueError as inner:
+            raise RuntimeError("conversion failed") from inner
+
+    assert raised_in_library(caught.value) == "torchao/quant.py:1"
+
+
+def test_torchao_load_leaves_inductor_config_unchanged():
+    import torch._inductor.config
+
+    from harness.backends import Variant, get_backend
+    from harness.cases import build_case, get_case
+
+    built = build_case(get_case("llama-tiny"))
+    before = torch._inductor.config.get_config_copy()
+
+    get_backend("quantized-int8wo").prepare(built, Variant("quantized-int8wo", "fp32", (("path", "direct"),)), "cpu")
+
+    after = torch._inductor.config.get_config_copy()
+    assert {name for name in before if before[name] != after[name]} == set()
