@@ -28,6 +28,7 @@ class CheckSpec:
     inputs: tuple[InputSpec, ...] = (PLAIN,)
     applies_to: Callable[[Case], bool] | None = None
     dtypes: tuple[str, ...] | None = None
+    families: tuple[str, ...] | None = None
 
 
 def check(
@@ -36,17 +37,25 @@ def check(
     inputs: Sequence[InputSpec] = (PLAIN,),
     applies_to: Callable[[Case], bool] | None = None,
     dtypes: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
 ) -> pytest.MarkDecorator:
     """Mark a suite function as a check over case x variant x input.
 
     ``variants="non-reference"`` leaves out the live reference (comparing it with itself
     says nothing). ``variants="once"`` makes one check per case under its reference
     variant, whatever ``--backends`` selects, for checks of the library rather than of a
-    backend. ``applies_to`` keeps only the cases a suite is about (MoE cases, say), and
-    ``dtypes`` keeps only the variants of those dtypes, from every backend that has them.
+    backend. ``applies_to`` keeps only the cases a suite is about (MoE cases, say),
+    ``dtypes`` keeps only the variants of those dtypes, from every backend that has them,
+    and ``families`` only the variants of those backend families (``("quantized",)``).
     """
     return pytest.mark.harness_check(
-        CheckSpec(variants, tuple(inputs), applies_to, tuple(dtypes) if dtypes is not None else None)
+        CheckSpec(
+            variants,
+            tuple(inputs),
+            applies_to,
+            tuple(dtypes) if dtypes is not None else None,
+            tuple(families) if families is not None else None,
+        )
     )
 
 

@@ -56,15 +56,22 @@ def backend_rows(device: str) -> list[dict[str, Any]]:
     rows = []
     for name, backend in sorted(load_backends().items()):
         reason = backend.unavailable_reason(device)
-        dense = [variant.id for variant in backend.variants(by_id[_EXAMPLE_DENSE], device)]
-        moe = [variant.id for variant in backend.variants(by_id[_EXAMPLE_MOE], device)]
-        extra = len(moe) - len(dense)
+        dense = backend.variants(by_id[_EXAMPLE_DENSE], device)
+        moe = backend.variants(by_id[_EXAMPLE_MOE], device)
+        defaults = set(backend.default_variants(by_id[_EXAMPLE_DENSE], device))
+        others = " ".join(variant.id for variant in dense if variant not in defaults)
+        if not dense and moe:
+            others = " ".join(variant.id for variant in moe) + " (MoE cases only)"
+        elif len(moe) > len(dense):
+            others += f" (+{len(moe) - len(dense)} variants for MoE cases)"
         rows.append(
             {
                 "backend": name,
                 "family": backend.family,
                 "available": "yes" if reason is None else f"no: {reason}",
-                "variants": " ".join(dense) + (f" (+{extra} experts variants for MoE cases)" if extra > 0 else ""),
+                # What a selector naming only the backend (or its family) runs.
+                "default variants": " ".join(variant.id for variant in dense if variant in defaults) or "-",
+                "other variants": others.strip() or "-",
             }
         )
     return rows

@@ -201,8 +201,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             continue
         reference = session.reference_variant(case)
         pads_left = case.is_decoder and "encoder" not in case.tags
-        variants = [reference] if spec.variants == "once" else [variant for _, variant in session.variants(case)]
-        for variant in variants:
+        once = [(get_backend(reference.backend), reference)]
+        for backend, variant in once if spec.variants == "once" else session.variants(case):
+            if spec.families is not None and backend.family not in spec.families:
+                continue
             if spec.variants == "non-reference" and variant == reference:
                 continue
             if spec.variants == "reference" and variant != reference:

@@ -1,7 +1,8 @@
 """The tolerance table and the verdict of a comparison against it.
 
 Tolerances are data (``tolerances.toml`` beside this module): one entry per backend family
-and dtype, and per-case overrides that must carry a reason. Every verdict records the
+(or per backend, where one backend of a family needs its own limits, as each quantization
+scheme does) and dtype, and per-case overrides that must carry a reason. Every verdict records the
 tolerance it used, where that tolerance came from, and the margin left.
 """
 
@@ -22,6 +23,8 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 CRITERIA = ("atol", "rtol", "max_rmse_ratio", "min_cosine", "min_top1", "max_kl")
+# The dtype of a table entry that leaves out its dtype: it applies to every dtype.
+ANY_DTYPE = "*"
 
 # Machine epsilon per dtype: the noise floor measured in fp32 is scaled by eps(dtype) /
 # eps(fp32) before it judges a lower-precision variant.
@@ -77,11 +80,16 @@ def _table() -> tuple[dict[tuple[str, str], Tolerance], tuple[dict[str, Any], ..
     base: dict[tuple[str, str], Tolerance] = {}
     for index, entry in enumerate(document.get("tolerance", [])):
         label = f"tolerances.toml: tolerance[{index}]"
-        _validate_entry(entry, label, ("family", "dtype", "reason"))
+        _validate_entry(entry, label, ("reason",))
+        # An entry names a family or, more narrowly, backends (one or a list). An entry
+        # without a dtype fits every dtype.
+        keys = entry.get("backend") or entry.get("family")
+        if not keys:
+            raise ToleranceTableError(f"{label}: field 'family' (or 'backend') is missing")
+        dtype = entry.get("dtype", ANY_DTYPE)
         criteria = {name: float(entry[name]) for name in CRITERIA if name in entry}
-        base[(entry["family"], entry["dtype"])] = Tolerance(
-            **criteria, source=f"table {entry['family']}/{entry['dtype']}", reason=entry["reason"]
-        )
+        for key in [keys] if isinstance(keys, str) else keys:
+            base[(key, dtype)] = Tolerance(**criteria, source=f"table {key}/{dtype}", reason=entry["reason"])
     overrides = []
     for index, entry in enumerate(document.get("override", [])):
         label = f"tolerances.toml: override[{index}]"
@@ -92,19 +100,38 @@ def _table() -> tuple[dict[tuple[str, str], Tolerance], tuple[dict[str, Any], ..
     return base, tuple(overrides)
 
 
-def tolerance_for(family: str, dtype: str, case_id: str) -> Tolerance:
-    """Return the tolerance for a (family, dtype) pair, with overrides for ``case_id`` applied."""
+def tolerance_for(family: str, dtype: str, case_id: str, backend: str | None = None) -> Tolerance:
+    """Return the tolerance for a (family, dtype) pair, with overrides for ``case_id`` applied.
+
+    Lookup order: the backend's own entry for the dtype, its entry for any dtype, the
+    family's for the dtype, the family's for any dtype, then eager's for the dtype.
+    """
     base, overrides = _table()
-    tolerance = base.get((family, dtype)) or base.get(("eager", dtype))
+    keys = [(backend, dtype), (backend, ANY_DTYPE)] if backend else []
+    keys += [(family, dtype), (family, ANY_DTYPE), ("eager", dtype)]
+    tolerance = next((base[key] for key in keys if key in base), None)
     if tolerance is None:
         raise ToleranceTableError(f"no tolerance for family {family!r} and dtype {dtype!r}; add one to tolerances.toml")
     for entry in overrides:
-        if case_id not in entry["cases"] or entry.get("family", family) != family or entry.get("dtype", dtype) != dtype:
+        if (
+            case_id not in entry["cases"]
+            or not _names(entry, "family", family)
+            or not _names(entry, "backend", backend)
+            or entry.get("dtype", dtype) != dtype
+        ):
             continue
         changes = {name: float(entry[name]) for name in CRITERIA if name in entry}
-        source = f"override {case_id} {family}/{dtype}"
+        source = f"override {case_id} {backend if entry.get('backend') else family}/{dtype}"
         tolerance = replace(tolerance, **changes, source=source, reason=entry["reason"])
     return tolerance
+
+
+def _names(entry: dict[str, Any], field: str, value: str | None) -> bool:
+    """Return whether an override's ``field`` (one name, a list of names, or absent) covers ``value``."""
+    wanted = entry.get(field)
+    if wanted is None:
+        return True
+    return value in ([wanted] if isinstance(wanted, str) else wanted)
 
 
 def judge(comparison: OutputComparison, tolerance: Tolerance, dtype: str) -> Verdict:

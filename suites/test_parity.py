@@ -2,7 +2,8 @@
 
 The live check runs each variant on the same weights and inputs as the reference and
 judges the output by the tolerance table; on a failure it reruns both with every module
-recorded and names the first module whose output left tolerance. The golden check
+recorded and names the first module whose output left tolerance (see
+``harness.probes.localize`` for compiled and quantized variants). The golden check
 compares a variant's output with the file ``harness refs update`` wrote, which catches
 drift across library versions.
 """
@@ -14,8 +15,8 @@ import pytest
 from harness.backends import get_backend
 from harness.checks import check
 from harness.inputs import PADDED, PLAIN
-from harness.probes.activations import locate_divergence
 from harness.probes.compare import compare_outputs, primary_output
+from harness.probes.localize import localize_failure
 from harness.references import (
     GoldenReferenceMissing,
     describe_drift,
@@ -41,7 +42,7 @@ def test_parity(harness, case, variant, input_spec, prepared, check):
         float64_reference=reference.float64_output,
         vocabulary=reference.vocabulary,
     )
-    tolerance = tolerance_for(get_backend(variant.backend).family, variant.dtype, case.id)
+    tolerance = tolerance_for(get_backend(variant.backend).family, variant.dtype, case.id, backend=variant.backend)
     verdict = judge(comparison, tolerance, variant.dtype)
     check.record(**comparison.as_metrics(), prepare_s=prepared.prepare_seconds, limiting=verdict.limiting)
     check.thresholds = tolerance.as_dict()
@@ -52,19 +53,9 @@ def test_parity(harness, case, variant, input_spec, prepared, check):
         return
 
     reference_model = harness.prepared(case, harness.reference_variant(case))
-    divergence = locate_divergence(
-        reference_model.module,
-        prepared.module,
-        lambda: reference_model.forward(inputs),
-        lambda: prepared.forward(inputs),
-        atol=tolerance.atol or 0.0,
-        rtol=tolerance.rtol or 0.0,
-        valid=inputs.valid,
-    )
-    if divergence is not None:
-        check.record(first_divergent_module=divergence.module)
-    where = divergence.describe() if divergence else "no single module left tolerance"
-    check.fail(f"{'; '.join(verdict.failures)}; {where}")
+    where = localize_failure(reference_model, prepared, inputs, reference.output, tolerance)
+    check.record(**where.metrics)
+    check.fail(f"{'; '.join(verdict.failures)}; {where.text}")
 
 
 @check(variants="all", inputs=(PLAIN,))
@@ -80,7 +71,7 @@ def test_parity_golden(harness, case, variant, input_spec, prepared, check):
         check.fail(f"output slice shape {tuple(current.shape)} differs from golden {tuple(golden.slice.shape)}")
 
     comparison = compare_outputs(current, golden.slice)
-    tolerance = tolerance_for(get_backend(variant.backend).family, variant.dtype, case.id)
+    tolerance = tolerance_for(get_backend(variant.backend).family, variant.dtype, case.id, backend=variant.backend)
     verdict = judge(comparison, tolerance, variant.dtype)
     check.record(**comparison.as_metrics(), limiting=verdict.limiting, golden=str(golden.path))
     check.thresholds = tolerance.as_dict()

@@ -79,3 +79,59 @@ def test_non_finite_output_fails_whatever_the_tolerance():
     verdict = judge(comparison(nonfinite=3), Tolerance(), "fp16")
     assert not verdict.passed
     assert verdict.usage["nonfinite"] == math.inf
+
+
+def test_backend_entry_wins_over_family():
+    tolerance = tolerance_for("quantized", "fp32", "llama-tiny", backend="quantized-intx-int4")
+
+    assert tolerance.source == "table quantized-intx-int4/*"
+    assert tolerance.atol is None
+    assert tolerance.min_cosine is not None
+
+
+def test_unknown_backend_of_family_uses_family_entry():
+    tolerance = tolerance_for("quantized", "bf16", "llama-tiny", backend="third-party-quantizer")
+
+    assert tolerance.source == "table quantized/*"
+
+
+def test_family_without_entry_uses_eager():
+    tolerance = tolerance_for("compiled", "bf16", "llama-tiny", backend="compiled")
+
+    assert tolerance.source == "table eager/bf16"
+
+
+def test_override_narrowed_to_families_skips_quantized():
+    eager = tolerance_for("eager", "bf16", "gemma4-tiny", backend="eager")
+    compiled = tolerance_for("compiled", "bf16", "gemma4-tiny", backend="compiled")
+    quantized = tolerance_for("quantized", "bf16", "gemma4-tiny", backend="quantized-int8wo")
+
+    assert eager.source == "override gemma4-tiny eager/bf16"
+    assert compiled.source == "override gemma4-tiny compiled/bf16"
+    assert quantized.source == "table quantized-int8wo/*"
+    assert quantized.rtol is None
+
+
+def test_override_narrowed_to_backends_names_the_backend():
+    tolerance = tolerance_for("quantized", "fp32", "gemma4-moe-tiny", backend="quantized-intx-int4")
+
+    assert tolerance.source == "override gemma4-moe-tiny quantized-intx-int4/fp32"
+    assert tolerance.min_top1 < tolerance_for("quantized", "fp32", "llama-tiny", backend="quantized-intx-int4").min_top1
+
+
+def test_entry_for_several_backends_applies_to_each():
+    for backend in ("quantized-int4wo", "quantized-mxfp4", "quantized-nvfp4"):
+        assert tolerance_for("quantized", "bf16", "llama-tiny", backend=backend).source == f"table {backend}/*"
+
+
+def test_every_quantized_entry_judges_without_elementwise_limits():
+    from harness.backends import load_backends
+
+    for name, backend in load_backends().items():
+        if backend.family != "quantized":
+            continue
+        tolerance = tolerance_for("quantized", "fp32", "llama-tiny", backend=name)
+        assert tolerance.atol is None, name
+        assert tolerance.rtol is None, name
+        assert tolerance.min_cosine is not None, name
+        assert tolerance.reason, name

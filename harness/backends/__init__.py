@@ -7,8 +7,11 @@ ones register there the same way a third-party package would::
     my-backend = "my_package.backend:MyBackend"
 
 A selector such as ``eager,compiled:bf16`` picks variants: each token is a prefix of variant
-ids, matched segment by segment (``eager`` matches every eager variant, ``eager:bf16``
-the bf16 ones, ``eager:bf16:sdpa`` one).
+ids, matched segment by segment (``eager:bf16`` the bf16 eager variants, ``eager:bf16:sdpa``
+one). A token's first segment names a backend or, when no backend has that name, a family:
+``quantized`` stands for every backend of the ``quantized`` family. A token of that one
+segment picks each backend's default variants (for ``eager``, all of them); a token with a
+dtype or settings matches among all of its variants.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ __all__ = [
     "UnknownBackendError",
     "Variant",
     "VariantSkipped",
+    "backends_named",
     "get_backend",
     "parse_selector",
     "load_backends",
@@ -82,19 +86,33 @@ def get_backend(name: str) -> Backend:
     raise UnknownBackendError(f"unknown backend {name!r}; {hint} (see 'harness list backends')")
 
 
-def _matches(token: str, variant: Variant) -> bool:
-    wanted = token.split(":")
-    actual = variant.id.split(":")
-    return len(wanted) <= len(actual) and actual[: len(wanted)] == wanted
+def backends_named(head: str) -> list[Backend]:
+    """Return the backend called ``head`` or, when none is, every backend of the family ``head``."""
+    backends = load_backends()
+    if head in backends:
+        return [backends[head]]
+    family = [backend for _, backend in sorted(backends.items()) if backend.family == head]
+    if family:
+        return family
+    names = sorted({*backends, *(backend.family for backend in backends.values())})
+    close = difflib.get_close_matches(head, names, n=3, cutoff=0.5)
+    hint = f"closest: {', '.join(close)}" if close else f"known backends and families: {', '.join(names)}"
+    raise UnknownBackendError(f"unknown backend {head!r}; {hint} (see 'harness list backends')")
+
+
+def _matches(settings: list[str], variant: Variant) -> bool:
+    """Return whether ``settings`` (a token's segments after the backend) prefix the variant's."""
+    actual = variant.id.split(":")[1:]
+    return len(settings) <= len(actual) and actual[: len(settings)] == settings
 
 
 def parse_selector(selector: str | None) -> list[str]:
-    """Split a backend selector into tokens, checking that each names a registered backend."""
+    """Split a backend selector into tokens, checking that each names a backend or a family."""
     tokens = [token.strip() for token in (selector or "eager").split(",") if token.strip()]
     if not tokens:
         raise UnknownBackendError(f"empty backend selector {selector!r}; name backends such as 'eager'")
     for token in tokens:
-        get_backend(token.split(":")[0])
+        backends_named(token.split(":")[0])
     return tokens
 
 
@@ -102,8 +120,10 @@ def select_variants(selector: str | None, case: Case, device: str) -> list[tuple
     """Return the (backend, variant) pairs of ``case`` that the selector names, in selector order."""
     chosen: list[tuple[Backend, Variant]] = []
     for token in parse_selector(selector):
-        backend = get_backend(token.split(":")[0])
-        for variant in backend.variants(case, device):
-            if _matches(token, variant) and all(variant != seen for _, seen in chosen):
-                chosen.append((backend, variant))
+        head, *settings = token.split(":")
+        for backend in backends_named(head):
+            candidates = backend.variants(case, device) if settings else backend.default_variants(case, device)
+            for variant in candidates:
+                if _matches(settings, variant) and all(variant != seen for _, seen in chosen):
+                    chosen.append((backend, variant))
     return chosen

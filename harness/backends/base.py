@@ -71,7 +71,7 @@ class PreparedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     def forward(self, inputs: ModelInputs) -> Any:
-        call = self.runner or self.module
+        call = self.runner if self.runner is not None else self.module
         with torch.inference_mode():
             return call(**inputs.to(self.device, self.variant.torch_dtype))
 
@@ -100,6 +100,15 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def variants(self, case: Case, device: str) -> list[Variant]:
         """Return every variant that applies to ``case`` (including ones skipped on this device)."""
+
+    def default_variants(self, case: Case, device: str) -> list[Variant]:
+        """Return the variants a selector naming only this backend (or its family) picks.
+
+        A backend whose variants are costly (compile modes, quantization schemes in several
+        dtypes) keeps the expensive ones out of this list; a selector that names a dtype or
+        a setting still reaches them.
+        """
+        return self.variants(case, device)
 
     def skip_reason(self, case: Case, variant: Variant, device: str) -> str | None:
         """Return why ``variant`` of ``case`` cannot run on ``device``, or None when it can."""

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 REPORT_FILE = "index.html"
 # Modules of this package that are not suite sections.
-_INFRASTRUCTURE = {"baseline", "figures", "sections"}
+_INFRASTRUCTURE = {"backends", "baseline", "figures", "sections"}
 # Pass as ``baseline`` to compare with the run that started last before this one, if any.
 AUTO = "auto"
 

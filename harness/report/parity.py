@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.report.backends import backend_comparison_figure
 from harness.report.figures import DTYPE_COLOURS, new_figure, to_data_uri
 from harness.report.sections import Figure, Section, Table, format_number, register_section
 
@@ -120,6 +121,9 @@ def render_parity(results: pd.DataFrame, context: dict[str, Any]) -> Section | N
     figure = error_figure(live)
     if figure:
         section.figures.append(Figure(figure, "Fraction of the elementwise tolerance used, per case and dtype."))
+    comparison = backend_comparison_figure(live)
+    if comparison:
+        section.figures.append(Figure(comparison, "Backends side by side: the worst variant of each backend per case."))
     if not live.empty:
         section.tables.append(Table(_COLUMNS, _rows(live), caption="Against the live reference"))
     if not golden.empty:
