@@ -82,7 +82,8 @@ def time_greedy_generation(
     """
     if new_tokens < 2:
         raise ValueError(f"new_tokens must be at least 2 to time a decode step, got {new_tokens}")
-    call = prepared.runner or prepared.module
+    # A compiled runner (torch's OptimizedModule) raises on truth tests, so compare with None.
+    call = prepared.runner if prepared.runner is not None else prepared.module
     tensors = inputs.to(prepared.device, prepared.variant.torch_dtype)
     mask = tensors["attention_mask"]
     parameters = inspect.signature(prepared.module.forward).parameters

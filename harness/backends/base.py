@@ -71,7 +71,7 @@ class PreparedModel:
     info: dict[str, Any] = field(default_factory=dict)
 
     def forward(self, inputs: ModelInputs) -> Any:
-        call = self.runner or self.module
+        call = self.runner if self.runner is not None else self.module
         with torch.inference_mode():
             return call(**inputs.to(self.device, self.variant.torch_dtype))
 
