@@ -14,6 +14,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,9 @@ class TaskOutcome:
     seconds: float
 
 
+@cache
 def _prepared_lm_class() -> type:
+    """Return the HFLM subclass, defined on first use so that importing this module does not import lm-eval."""
     from lm_eval.models.huggingface import HFLM
 
     class PreparedLM(HFLM):
