@@ -3,7 +3,7 @@
 On a CUDA device the peak is ``torch.cuda.max_memory_allocated`` over the measured call
 (weights included, since they live on the device). On a CPU it is the growth of the
 process's resident set above its size before the call, sampled every half millisecond
-by a background thread; weights loaded earlier are not part of it, and memory the
+by a background thread. Weights loaded earlier are not part of it, and memory that the
 allocator reuses from earlier calls does not show as growth.
 """
 
