@@ -10,6 +10,7 @@ tokenizer, so they get a byte-level BPE tokenizer trained on the local tasks' te
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -52,6 +53,10 @@ def evaluable(case: Case) -> bool:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "task" not in metafunc.fixturenames:
+        return
+    if importlib.util.find_spec("lm_eval") is None:
+        reason = "lm-eval is not installed; install the harness with its 'evaluation' extra"
+        metafunc.parametrize("task", [pytest.param(None, id="no-lm-eval", marks=pytest.mark.skip(reason=reason))])
         return
     try:
         tasks = resolve_tasks(metafunc.config.getoption("tasks"), TASKS_DIR)
