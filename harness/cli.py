@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run suites and write results.jsonl and an HTML report")
     _add_selection(run)
     run.add_argument("--suites", help="comma-separated suite names (default: the suites run by default)")
+    run.add_argument("--tasks", help="accuracy suite tasks: local task names, task YAML files or lm-eval task names")
     run.add_argument(
         "--out", default=str(default_reports_dir()), help="folder that receives <run-id>/ (default: reports)"
     )
@@ -189,7 +190,7 @@ def command_run(args: argparse.Namespace) -> int:
         "--rootdir",
         str(suites_dir(args.suites_dir).parent),
     ]
-    for option in ("cases", "backends", "suites"):
+    for option in ("cases", "backends", "suites", "tasks"):
         value = getattr(args, option)
         if value:
             pytest_args += [f"--{option}", value]

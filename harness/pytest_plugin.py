@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from harness.backends import VariantSkipped, get_backend
+from harness.backends import VariantSkipped, get_backend, select_variants
+from harness.cases import Case, select_cases
 from harness.checks import Check, CheckSpec
 from harness.collection import check_id, is_check, select_and_order, suite_name
 from harness.environment import result_environment
@@ -80,6 +81,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=4.0,
         help="fp16_overflow warns when the lowest fp16 headroom (65504 / max |x|) is below this factor",
+    )
+    group.addoption(
+        "--tasks",
+        default=None,
+        help="comma-separated evaluation tasks for the accuracy suite: local task names, task YAML files, "
+        "or lm-eval task names (default: the local tasks under suites/tasks)",
     )
 
 
@@ -195,15 +202,19 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     spec: CheckSpec = marker.args[0]
     session = metafunc.config.stash[_RUN].session
 
+    cases, narrowing = default_run_slice(metafunc, session)
     params = []
-    for case in session.cases:
+    for case in cases:
         if spec.applies_to is not None and not spec.applies_to(case):
             continue
         reference = session.reference_variant(case)
         pads_left = case.is_decoder and "encoder" not in case.tags
         once = [(get_backend(reference.backend), reference)]
+        narrowed = [variant for _, variant in select_variants(narrowing, case, session.device)] if narrowing else None
         for backend, variant in once if spec.variants == "once" else session.variants(case):
             if spec.families is not None and backend.family not in spec.families:
+                continue
+            if narrowed is not None and variant not in narrowed:
                 continue
             if spec.variants == "non-reference" and variant == reference:
                 continue
@@ -217,6 +228,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                     continue
                 params.append(pytest.param(case, variant, resolved, id=f"{case.id}/{variant.id}/{resolved.name}"))
     metafunc.parametrize("case,variant,input_spec", params)
+
+
+def default_run_slice(metafunc: pytest.Metafunc, session: HarnessSession) -> tuple[list[Case], str | None]:
+    """Return the cases a suite's checks cover, and a backend selector that narrows its variants (or None).
+
+    When ``--suites`` is not given, an expensive suite narrows the default run to a slice
+    of itself with the module attributes ``DEFAULT_RUN_CASES`` and ``DEFAULT_RUN_BACKENDS``
+    (selectors, as ``--cases`` and ``--backends`` take). A selection the run names
+    (``--cases`` or ``--checkpoint``, ``--backends``) replaces the suite's narrowing.
+    """
+    option = metafunc.config.option
+    if option.suites:
+        return session.cases, None
+    cases = session.cases
+    default_cases = getattr(metafunc.module, "DEFAULT_RUN_CASES", None)
+    if default_cases and not option.cases and not option.checkpoint:
+        wanted = {case.id for case in select_cases(default_cases, session.device, session.extra_cases)}
+        cases = [case for case in cases if case.id in wanted]
+    narrowing = None if option.backends else getattr(metafunc.module, "DEFAULT_RUN_BACKENDS", None)
+    return cases, narrowing
 
 
 # Before pytest-xdist's own hook, which turns the xdist_group marks added here into node ids.
