@@ -130,11 +130,19 @@ class TimingSummary:
     cv: float
     minimum: float
     maximum: float
+    median_low: float
+    median_high: float
 
     def as_metrics(self, prefix: str) -> dict[str, float | int]:
-        """Return the summary as flat metrics in milliseconds, named ``<prefix>_median_ms`` and so on."""
+        """Return the summary as flat metrics in milliseconds, named ``<prefix>_median_ms`` and so on.
+
+        The median's confidence interval is ``<prefix>_median_ms_ci_low`` and ``_ci_high``:
+        the names run comparison looks for to call a slowdown a regression.
+        """
         return {
             f"{prefix}_median_ms": self.median * 1e3,
+            f"{prefix}_median_ms_ci_low": self.median_low * 1e3,
+            f"{prefix}_median_ms_ci_high": self.median_high * 1e3,
             f"{prefix}_p90_ms": self.p90 * 1e3,
             f"{prefix}_p99_ms": self.p99 * 1e3,
             f"{prefix}_min_ms": self.minimum * 1e3,
@@ -150,6 +158,7 @@ def summarize(samples: np.ndarray) -> TimingSummary:
         raise ValueError("no timing samples to summarize; the timing plan needs min_repeats >= 1")
     mean = float(values.mean())
     deviation = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    low, high = median_interval(values)
     return TimingSummary(
         count=int(values.size),
         median=float(np.median(values)),
@@ -159,7 +168,31 @@ def summarize(samples: np.ndarray) -> TimingSummary:
         cv=deviation / mean if mean > 0 else math.inf,
         minimum=float(values.min()),
         maximum=float(values.max()),
+        median_low=low,
+        median_high=high,
     )
+
+
+def median_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Return a distribution-free confidence interval for the median: two order statistics.
+
+    The number of samples below the true median follows Binomial(n, 1/2), so the interval
+    from the k-th smallest to the k-th largest sample covers the median with probability
+    at least ``confidence`` for the largest such k. Under 6 samples it is [min, max].
+    """
+    values = np.sort(np.asarray(samples, dtype=np.float64))
+    count = values.size
+    tail = (1.0 - confidence) / 2
+    below = 0.0
+    index = 0
+    # Count the order statistics k with P(Binomial(n, 1/2) <= k) within one tail.
+    while index < count // 2:
+        below += math.comb(count, index) / 2.0**count
+        if below > tail:
+            break
+        index += 1
+    low_index = max(index - 1, 0)
+    return float(values[low_index]), float(values[count - 1 - low_index])
 
 
 @dataclass(frozen=True)

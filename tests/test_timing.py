@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,7 @@ from harness.timing import (
     collect,
     collect_interleaved,
     measure,
+    median_interval,
     speedup,
     summarize,
 )
@@ -162,3 +165,25 @@ def test_speedup_description_names_verdict():
     text = Speedup(ratio=0.4, low=0.35, high=0.45, confidence=0.95).describe()
 
     assert text == "speedup 0.4 (95% CI 0.35 to 0.45): slower"
+
+
+def test_median_interval_covers_the_median():
+    rng = np.random.default_rng(0)
+    true_median = math.log(2)
+    covered = sum(
+        low <= true_median <= high for low, high in (median_interval(rng.exponential(size=30)) for _ in range(1000))
+    )
+
+    assert 0.93 <= covered / 1000 <= 0.99
+
+
+def test_median_interval_uses_order_statistics():
+    assert median_interval(np.arange(10.0)) == (1.0, 8.0)
+    assert median_interval(np.arange(5.0)) == (0.0, 4.0)
+
+
+def test_summary_metrics_name_the_median_interval():
+    metrics = summarize(np.arange(1.0, 11.0) / 1e3).as_metrics("forward")
+
+    assert metrics["forward_median_ms_ci_low"] == 2.0
+    assert metrics["forward_median_ms_ci_high"] == 9.0
