@@ -6,14 +6,20 @@ import pytest
 
 from harness.cli import CommandError, worker_args
 
+SCHEDULING = ["--dist", "loadgroup", "--max-worker-restart", "1000"]
+
 
 def test_workers_become_xdist_arguments():
+    assert worker_args("2") == ["-n", "2", *SCHEDULING]
+    assert worker_args("auto") == ["-n", "auto", *SCHEDULING]
+
+
+def test_zero_workers_run_in_process():
+    assert worker_args("0") == []
     assert worker_args(None) == []
-    assert worker_args("2") == ["-n", "2"]
-    assert worker_args("auto") == ["-n", "auto"]
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two", ""])
+@pytest.mark.parametrize("value", ["-1", "two", ""])
 def test_invalid_worker_count_is_rejected(value):
-    with pytest.raises(CommandError, match=f"--workers {value!r} is not a positive integer or 'auto'"):
+    with pytest.raises(CommandError, match=f"--workers {value!r} is not a non-negative integer or 'auto'"):
         worker_args(value)

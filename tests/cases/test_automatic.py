@@ -107,10 +107,12 @@ def sample_run(tmp_path_factory):
     return run_dir, load_results(files)
 
 
-def test_sample_writes_one_run_folder_from_both_workers(sample_run):
+def test_sample_gathers_workers_into_one_run(sample_run):
     run_dir, results = sample_run
 
-    assert sorted(path.name for path in run_dir.glob("results*.jsonl")) == ["results-gw0.jsonl", "results-gw1.jsonl"]
+    # Each worker wrote its own file, and the controller gathered both into results.jsonl.
+    assert sorted(path.name for path in run_dir.glob("results*.jsonl")) == ["results.jsonl"]
+    assert set(results["case"]) == {f"auto-{model_type}" for model_type in SAMPLE}
     assert (run_dir / "run.json").exists()
     assert "Coverage of model types" in (run_dir / "index.html").read_text()
     assert set(results["run_id"]) == {"sample"}
