@@ -8,7 +8,6 @@ as CPU tensors per (case, input).
 
 from __future__ import annotations
 
-import gc
 import logging
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from harness.cases import BuiltCase, Case, build_case, checkpoint_case, load_cas
 from harness.coverage_categories import NotCovered
 from harness.environment import collect_environment, resolve_device
 from harness.inputs import InputSpec, ModelInputs, build_inputs
+from harness.memory import release_freed_memory
 from harness.probes.compare import has_vocabulary_logits, primary_output
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,9 @@ class HarnessSession:
         built = self.built(case)
         is_reference = variant == reference_variant(case)
         if not is_reference:
+            # The fp64 twin (twice the reference's size) has usually produced every input's
+            # noise floor by now, since checks run variant by variant; a later input reloads it.
+            self._float64.clear()
             self._evict(keep=self.options.prepared_cache_size - 1)
         prepared = backend.prepare(built, variant, self.device)
         log.info("prepared %s %s in %.2f s", case.id, variant.id, prepared.prepare_seconds)
@@ -150,7 +153,7 @@ class HarnessSession:
     def _evict(self, keep: int) -> None:
         while len(self._prepared) > max(keep, 0):
             self._prepared.popitem(last=False)
-        gc.collect()
+        release_freed_memory()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -210,12 +213,12 @@ class HarnessSession:
         """Run ``inputs`` through the fp64 twin, kept loaded until the case is released.
 
         One fp64 model is held at a time (twice the size of the fp32 reference); asking for
-        another variant replaces it.
+        another variant replaces it, and preparing another variant of the case drops it.
         """
         key = f"{case.id}/{variant.id}"
         if key not in self._float64:
             self._float64.clear()
-            gc.collect()
+            release_freed_memory()
             try:
                 self._float64[key] = EagerBackend().prepare(self.built(case), variant, self.device)
             except VariantSkipped as skipped:

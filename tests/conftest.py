@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.backends import register_backend, unregister_backend
 from harness.results import load_results
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -68,3 +69,18 @@ def run_suites(tmp_path: Path, capfd: pytest.CaptureFixture):
         return SuiteRun(int(exit_code), captured.out, captured.err, out / run_id)
 
     return run
+
+
+@pytest.fixture
+def registered():
+    """Register backends for one test (``registered(backend)``); unregister them afterwards."""
+    names = []
+
+    def register(backend):
+        register_backend(backend)
+        names.append(backend.name)
+        return backend
+
+    yield register
+    for name in names:
+        unregister_backend(name)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hypothesis
 import pytest
 
-from harness.backends import register_backend, unregister_backend
 from tests.planted import NoisyLayerBackend
 from tests.planted_consistency import (
     BatchMateBackend,
@@ -17,21 +16,6 @@ from tests.planted_consistency import (
 )
 
 SUITE = ("test_consistency.py",)
-
-
-@pytest.fixture
-def planted():
-    """Register planted backends for one test; unregister them afterwards."""
-    names = []
-
-    def plant(backend):
-        register_backend(backend)
-        names.append(backend.name)
-        return backend
-
-    yield plant
-    for name in names:
-        unregister_backend(name)
 
 
 @pytest.fixture
@@ -72,8 +56,8 @@ def test_causality_is_bitwise_for_fp32_eager(run_suites):
     assert result["margin"] == 1.0
 
 
-def test_causality_fails_when_next_token_leaks(run_suites, planted, restore_hypothesis):
-    planted(NextTokenLeakBackend(position=5))
+def test_causality_fails_when_next_token_leaks(run_suites, registered, restore_hypothesis):
+    registered(NextTokenLeakBackend(position=5))
     run = run_suites(
         "--cases",
         "llama-tiny",
@@ -99,8 +83,8 @@ def test_causality_fails_when_next_token_leaks(run_suites, planted, restore_hypo
     assert "minimal example: batch_size=1, seq_len=7" in result["message"]
 
 
-def test_padding_invariance_fails_when_row_sees_its_padding(run_suites, planted):
-    planted(PaddingLeakBackend())
+def test_padding_invariance_fails_when_row_sees_its_padding(run_suites, registered):
+    registered(PaddingLeakBackend())
     run = run_suites("--cases", "llama-tiny", "--backends", "leaky-padding:fp32:eager", "-k", "padding", suites=SUITE)
     result = consistency_result(run, "test_padding_invariance", "llama-tiny", "leaky-padding:fp32:eager")
 
@@ -111,8 +95,8 @@ def test_padding_invariance_fails_when_row_sees_its_padding(run_suites, planted)
     assert "padding=" in result["metrics"]["counterexample"]
 
 
-def test_batch_invariance_fails_on_batch_mate(run_suites, planted):
-    planted(BatchMateBackend())
+def test_batch_invariance_fails_on_batch_mate(run_suites, registered):
+    registered(BatchMateBackend())
     run = run_suites("--cases", "llama-tiny", "--backends", "batch-mate:fp32:eager", "-k", "batch", suites=SUITE)
     result = consistency_result(run, "test_batch_invariance", "llama-tiny", "batch-mate:fp32:eager")
 
@@ -122,8 +106,8 @@ def test_batch_invariance_fails_on_batch_mate(run_suites, planted):
     assert "batch_size=2" in result["metrics"]["counterexample"]
 
 
-def test_cache_probes_fail_when_cache_drops_last_entry(run_suites, planted):
-    planted(DroppingCacheBackend())
+def test_cache_probes_fail_when_cache_drops_last_entry(run_suites, registered):
+    registered(DroppingCacheBackend())
     run = run_suites("--cases", "llama-tiny", "--backends", "dropping-cache:fp32:eager", suites=SUITE)
 
     cache = consistency_result(run, "test_cache_consistency", "llama-tiny", "dropping-cache:fp32:eager")
@@ -137,8 +121,8 @@ def test_cache_probes_fail_when_cache_drops_last_entry(run_suites, planted):
     assert causality["status"] == "pass"
 
 
-def test_static_cache_fails_on_dropped_entry(run_suites, planted):
-    planted(DroppingStaticCacheBackend())
+def test_static_cache_fails_on_dropped_entry(run_suites, registered):
+    registered(DroppingStaticCacheBackend())
     run = run_suites(
         "--cases", "llama-tiny", "--backends", "dropping-static-cache:fp32:eager", "-k", "cache", suites=SUITE
     )
@@ -150,8 +134,8 @@ def test_static_cache_fails_on_dropped_entry(run_suites, planted):
     assert dynamic["status"] == "pass"
 
 
-def test_determinism_fails_when_backend_adds_fresh_noise(run_suites, planted):
-    planted(NoisyLayerBackend(module_name="model.layers.1", scale=1e-3))
+def test_determinism_fails_when_backend_adds_fresh_noise(run_suites, registered):
+    registered(NoisyLayerBackend(module_name="model.layers.1", scale=1e-3))
     run = run_suites("--cases", "llama-tiny", "--backends", "noisy-layer:fp32:eager", "-k", "determinism", suites=SUITE)
     result = consistency_result(run, "test_determinism", "llama-tiny", "noisy-layer:fp32:eager")
 
@@ -171,8 +155,8 @@ def test_assisted_generation_matches_greedy_for_gemma4(run_suites):
     assert "Gemma4AssistantForCausalLM" in result["metrics"]["drafter"]
 
 
-def test_assisted_generation_fails_when_verification_drifts(run_suites, planted):
-    planted(VerifyingDriftBackend())
+def test_assisted_generation_fails_when_verification_drifts(run_suites, registered):
+    registered(VerifyingDriftBackend())
     run = run_suites(
         "--cases", "gemma4-moe-tiny", "--backends", "verifying-drift:fp32:sdpa:eager", "-k", "assisted", suites=SUITE
     )
@@ -183,8 +167,8 @@ def test_assisted_generation_fails_when_verification_drifts(run_suites, planted)
     assert "token 9 instead of" in result["message"]
 
 
-def test_failure_replays_with_same_example(run_suites, planted):
-    planted(BatchMateBackend())
+def test_failure_replays_with_same_example(run_suites, registered):
+    registered(BatchMateBackend())
     first = run_suites("--cases", "llama-tiny", "--backends", "batch-mate:fp32:eager", "-k", "batch", suites=SUITE)
     second = run_suites(
         "--cases", "llama-tiny", "--backends", "batch-mate:fp32:eager", "-k", "batch", suites=SUITE, run_id="again"
@@ -196,8 +180,8 @@ def test_failure_replays_with_same_example(run_suites, planted):
     assert first.result(check=check)["metrics"]["deterministic_draw"] is True
 
 
-def test_explore_profile_saves_failures_under_run_folder(run_suites, planted, restore_hypothesis):
-    planted(BatchMateBackend())
+def test_explore_profile_saves_failures_under_run_folder(run_suites, registered, restore_hypothesis):
+    registered(BatchMateBackend())
     arguments = ("--cases", "llama-tiny", "--backends", "batch-mate:fp32:eager", "-k", "batch")
     run = run_suites(*arguments, "--hypothesis-profile", "harness-explore", suites=SUITE)
     check = "suites/test_consistency.py::test_batch_invariance[llama-tiny/batch-mate:fp32:eager/drawn]"

@@ -2,26 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from harness.backends import register_backend, unregister_backend
 from tests.planted import CompiledNoisyLayerBackend, PerturbedCompiledBackend
 
 SUITES = ("test_parity.py", "test_compile.py")
-
-
-@pytest.fixture
-def registered():
-    names = []
-
-    def register(backend):
-        register_backend(backend)
-        names.append(backend.name)
-        return backend
-
-    yield register
-    for name in names:
-        unregister_backend(name)
 
 
 def test_compiled_fp32_passes_and_records_compile_metrics(run_suites):

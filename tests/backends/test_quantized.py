@@ -4,25 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from harness.backends import register_backend, unregister_backend
 from tests.planted import SplitWeightAtInitBackend, ZeroingQuantizerBackend
 
 SUITES = ("test_parity.py", "test_quantization.py")
 INTEGRITY = "suites/test_quantization.py::test_weight_integrity"
-
-
-@pytest.fixture
-def registered():
-    names = []
-
-    def register(backend):
-        register_backend(backend)
-        names.append(backend.name)
-        return backend
-
-    yield register
-    for name in names:
-        unregister_backend(name)
 
 
 def test_int8_weight_only_passes_with_coverage(run_suites):
