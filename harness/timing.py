@@ -14,6 +14,7 @@ that resamples the (baseline, candidate) pairs together.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -178,11 +179,16 @@ def median_interval(samples: np.ndarray, confidence: float = 0.95) -> tuple[floa
 
     The number of samples below the true median follows Binomial(n, 1/2), so the interval
     from the k-th smallest to the k-th largest sample covers the median with probability
-    at least ``confidence`` for the largest such k. Under 6 samples it is [min, max].
+    at least ``confidence`` for the largest such k. Under 6 samples it is [min, max]. Above
+    100 samples the binomial is replaced by its normal approximation.
     """
     values = np.sort(np.asarray(samples, dtype=np.float64))
     count = values.size
     tail = (1.0 - confidence) / 2
+    if count > 100:
+        z = statistics.NormalDist().inv_cdf(1.0 - tail)
+        low_index = max(int(math.floor((count - z * math.sqrt(count)) / 2)) - 1, 0)
+        return float(values[low_index]), float(values[count - 1 - low_index])
     below = 0.0
     index = 0
     # Count the order statistics k with P(Binomial(n, 1/2) <= k) within one tail.

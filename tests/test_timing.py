@@ -177,6 +177,16 @@ def test_median_interval_covers_the_median():
     assert 0.93 <= covered / 1000 <= 0.99
 
 
+def test_median_interval_of_many_samples_covers_the_median():
+    rng = np.random.default_rng(1)
+    true_median = math.log(2)
+    covered = sum(
+        low <= true_median <= high for low, high in (median_interval(rng.exponential(size=2000)) for _ in range(500))
+    )
+
+    assert 0.92 <= covered / 500 <= 0.98
+
+
 def test_median_interval_uses_order_statistics():
     assert median_interval(np.arange(10.0)) == (1.0, 8.0)
     assert median_interval(np.arange(5.0)) == (0.0, 4.0)
