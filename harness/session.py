@@ -138,8 +138,8 @@ class HarnessSession:
         built = self.built(case)
         is_reference = variant == reference_variant(case)
         if not is_reference:
-            # The fp64 twin (twice the reference's size) has usually produced every input's
-            # noise floor by now, since checks run variant by variant; a later input reloads it.
+            # Checks run variant by variant, so the fp64 twin (twice the reference's size) has
+            # usually produced every input's noise floor by now. A later input reloads it.
             self._float64.clear()
             self._evict(keep=self.options.prepared_cache_size - 1)
         prepared = backend.prepare(built, variant, self.device)
