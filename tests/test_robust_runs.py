@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -11,18 +13,37 @@ from harness.expected import Expectation, write_expected
 from harness.results import iter_results
 from harness.runs import load_run
 from harness.sharding import merge_runs
+from tests.conftest import ROOT, SUITES, SuiteRun
 
 WORKERS = ["-n", "1", "--dist", "loadgroup", "--max-worker-restart", "100", "-p", "tests.fault_plugin"]
+
+
+@pytest.fixture
+def run_with_workers(tmp_path):
+    """Run the parity suite with pytest-xdist workers in a pytest process of its own; return a SuiteRun.
+
+    Its own process, as ``harness run`` starts one, keeps the state of earlier in-process
+    runs out, and its working directory makes ``tests.fault_plugin`` importable in workers.
+    """
+
+    def run(*args: str, run_id: str = "run") -> SuiteRun:
+        out = tmp_path / "reports"
+        command = [sys.executable, "-m", "pytest", str(SUITES / "test_parity.py"), "--out", str(out)]
+        command += ["--run-id", run_id, "--device", "cpu", "-p", "no:cacheprovider", *args, *WORKERS]
+        completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
+        return SuiteRun(completed.returncode, completed.stdout, completed.stderr, out / run_id)
+
+    return run
 
 
 def by_check(run_dir):
     return {row.check: row for row in load_run(run_dir).results.itertuples()}
 
 
-def test_segfault_recorded_as_error(run_suites):
-    run = run_suites(
-        "--cases", "gpt2-tiny", "--backends", "eager:fp32:sdpa,segfaulting:bf16:sdpa,segfaulting:fp32:sdpa", *WORKERS
-    )
+def test_segfault_recorded_as_error(run_with_workers):
+    backends = "eager:fp32:sdpa,segfaulting:bf16:sdpa,segfaulting:fp32:sdpa"
+    run = run_with_workers("--cases", "gpt2-tiny", "--backends", backends)
+    assert run.exit_code == pytest.ExitCode.TESTS_FAILED, run.stdout[-3000:] + run.stderr[-3000:]
     results = load_run(run.run_dir).results
     crashed = results[results["backend"] == "segfaulting:bf16:sdpa"]
     others = results[results["backend"] != "segfaulting:bf16:sdpa"]
@@ -35,8 +56,8 @@ def test_segfault_recorded_as_error(run_suites):
     assert (run.run_dir / "index.html").exists()
 
 
-def test_hang_is_stopped_and_recorded_as_a_timeout(run_suites):
-    run = run_suites(
+def test_hang_is_stopped_and_recorded_as_a_timeout(run_with_workers):
+    run = run_with_workers(
         "--cases",
         "gpt2-tiny",
         "--backends",
@@ -49,8 +70,8 @@ def test_hang_is_stopped_and_recorded_as_a_timeout(run_suites):
         "20",
         "--timeout-method",
         "thread",
-        *WORKERS,
     )
+    assert run.exit_code == pytest.ExitCode.TESTS_FAILED, run.stdout[-3000:] + run.stderr[-3000:]
     hung = run.result(backend="hanging:bf16:sdpa")
     assert hung["status"] == "error"
     assert "timed out after" in hung["message"]
