@@ -13,7 +13,7 @@ from harness.expected import Expectation, write_expected
 from harness.results import iter_results
 from harness.runs import load_run
 from harness.sharding import merge_runs
-from tests.conftest import ROOT, SUITES, SuiteRun
+from tests.conftest import ROOT, SUITE_RUN_OPTIONS, SUITES, SuiteRun
 
 WORKERS = ["-n", "1", "--dist", "loadgroup", "--max-worker-restart", "100", "-p", "tests.fault_plugin"]
 
@@ -29,7 +29,7 @@ def run_with_workers(tmp_path):
     def run(*args: str, run_id: str = "run") -> SuiteRun:
         out = tmp_path / "reports"
         command = [sys.executable, "-m", "pytest", str(SUITES / "test_parity.py"), "--out", str(out)]
-        command += ["--run-id", run_id, "--device", "cpu", "-p", "no:cacheprovider", *args, *WORKERS]
+        command += ["--run-id", run_id, *SUITE_RUN_OPTIONS, *args, *WORKERS]
         completed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900, check=False)
         return SuiteRun(completed.returncode, completed.stdout, completed.stderr, out / run_id)
 
