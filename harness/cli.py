@@ -234,7 +234,7 @@ def timeout_args(seconds: float, isolated: bool) -> list[str]:
     """Return pytest-timeout arguments: stop a check after ``seconds``.
 
     In a worker the thread method ends the whole process, which also stops a hang inside
-    native code, and the controller records the check as timed out; in this process the
+    native code, and the controller records the check as timed out. In this process the
     signal method fails the check instead, which cannot interrupt native code.
     """
     if seconds <= 0:

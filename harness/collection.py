@@ -1,4 +1,4 @@
-"""Which collected checks run, and in what order.
+"""Selection and order of the collected checks.
 
 Applied in order: the requested suites, checks a resumed run already finished, the shard
 this process runs, and checks known to fail (marked as expected failures). Then the checks

@@ -2,7 +2,7 @@
 
 Each process writes its own results file (``results.jsonl``, or ``results-<worker>.jsonl``
 under pytest-xdist) and flushes every record, so a crash loses at most the check in
-flight. While a check runs, an in-flight file names it; when a process dies (a segmentation
+flight. While a check runs, an in-flight file names it. When a process dies (a segmentation
 fault, the out-of-memory killer, a hang stopped by pytest-timeout), the controller, or the
 next ``--resume``, reads from that file which check it was. At the end the controller
 gathers the workers' files into ``results.jsonl``.

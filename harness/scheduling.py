@@ -2,7 +2,7 @@
 
 pytest-xdist's ``loadgroup`` keeps each ``xdist_group`` (here: a case) on one worker, but
 after a worker crash it hands the crashed check to the replacement worker again, which
-crashes the same way, and it can leave a worker holding a single check forever: a worker
+crashes the same way, and it can leave a worker with a single check forever: a worker
 runs a check only once it holds the next one or has received the shutdown command. This scheduler drops
 the crashed check (the plugin records it as an error) and never leaves a worker with fewer
 than two pending checks while work or a shutdown is due.

@@ -7,7 +7,7 @@ repeats until both a minimum count and a minimum wall time are reached.
 
 Comparisons interleave the two sides (baseline, candidate, baseline, candidate, ...), so
 that drift in the machine's speed (frequency scaling, other processes) falls on both
-alike; the speedup is the ratio of the medians, with a bootstrap confidence interval
+alike. The speedup is the ratio of the medians, with a bootstrap confidence interval
 that resamples the (baseline, candidate) pairs together.
 """
 

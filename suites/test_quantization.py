@@ -3,7 +3,7 @@
 After a quantized load, every float weight of the live reference (the same checkpoint in
 fp32) must be quantized within the scheme's bound, or kept in float on purpose. None may be
 missing, zeroed or left at a freshly initialized value. The check records the fraction of
-parameters and of bytes quantized per module kind, and says so when an MoE case's fused
+parameters and of bytes quantized per module kind, and states it when an MoE case's fused
 experts stayed in float. Output quality is judged by the parity suite (cosine, top-1, KL).
 """
 

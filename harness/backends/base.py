@@ -105,7 +105,7 @@ class Backend(abc.ABC):
         """Return the variants a selector naming only this backend (or its family) picks.
 
         A backend whose variants are costly (compile modes, quantization schemes in several
-        dtypes) keeps the expensive ones out of this list; a selector that names a dtype or
+        dtypes) keeps the expensive ones out of this list. A selector that names a dtype or
         a setting still reaches them.
         """
         return self.variants(case, device)

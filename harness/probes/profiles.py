@@ -38,7 +38,7 @@ settings.register_profile(PROFILE_CI, derandomize=True, max_examples=3, **_COMMO
 settings.register_profile(PROFILE_EXPLORE, derandomize=False, max_examples=30, **_COMMON)
 
 
-# Profiles Hypothesis loads by itself: "default", and "ci" when it sees a CI environment variable.
+# Profiles Hypothesis loads by itself: "default", and "ci" when a CI environment variable is set.
 _IMPLICIT_PROFILES = ("default", "ci")
 
 

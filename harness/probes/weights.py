@@ -2,10 +2,11 @@
 
 Every floating-point parameter of the float model is looked up in the quantized model and
 given one outcome. It is quantized, with its dequantized value within the scheme's bound of
-the float value, or kept in float on purpose, with the reason. Otherwise it is a problem:
-missing, left in float although it is a linear layer's weight the scheme should convert, all
-zeros, holding a freshly initialized value instead of the checkpoint's, or further from the
-float value than the scheme allows. Coverage sums parameters and bytes per module kind.
+the float value, or kept in float on purpose, with the reason. Otherwise it is a problem.
+It is missing, or left in float although it is a linear layer's weight the scheme should
+convert, or all zeros. It may contain a freshly initialized value instead of the
+checkpoint's, or lie further from the float value than the scheme allows. Coverage sums
+parameters and bytes per module kind.
 
 Dequantization knows the tensor types of torchao (``TorchAOBaseTensor``), bitsandbytes
 (``Int8Params``, ``Params4bit``) and optimum-quanto (``QTensor``). The weight of a linear

@@ -12,7 +12,7 @@ from harness.report.figures import new_figure, to_data_uri
 from harness.report.sections import Figure, Section, Table, format_number, register_section
 
 _MIB = 2**20
-# Bar colours by what the interval says: above 1 (faster), below 1 (slower), or across 1.
+# Bar colours by where the interval lies: above 1 (faster), below 1 (slower), or across 1.
 _FASTER, _SLOWER, _UNDECIDED = "#2e7d32", "#c62828", "#9e9e9e"
 
 
