@@ -19,6 +19,7 @@ from harness.cases import Case, select_cases
 from harness.checks import Check, CheckSpec
 from harness.collection import check_id, is_check, select_and_order, suite_name
 from harness.environment import result_environment
+from harness.expected import ExpectedStatusError, load_expected
 from harness.inputs import resolve_padding
 from harness.probes import profiles  # noqa: F401 - registers the Hypothesis profiles before Hypothesis loads one
 from harness.results import Result
@@ -34,6 +35,7 @@ from harness.run_state import (
     worker_id,
 )
 from harness.session import HarnessSession
+from harness.sharding import ShardError, load_durations, parse_shard
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,26 @@ def pytest_configure(config: pytest.Config) -> None:
         # Validate the selection now, so a typo is one usage error line rather than a collection error.
         run.session  # noqa: B018 - building the session validates the options
     _validate_fp16_options(option)
+    if not worker_input:
+        _validate_run_files(option)
     if option.resume and not worker_input:
         _prepare_resume(run)
+
+
+def _validate_run_files(option: Any) -> None:
+    """Read the shard and expected-status options before any worker starts.
+
+    Collection reads them again in every process; a bad value found there would end each
+    pytest-xdist worker with a traceback instead of one usage error line.
+    """
+    try:
+        if option.shard:
+            parse_shard(option.shard)
+        if option.shard_durations:
+            load_durations(Path(option.shard_durations))
+        load_expected(Path(option.expected))
+    except (ShardError, ExpectedStatusError) as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def _prepare_resume(run: HarnessRun) -> None:

@@ -187,3 +187,14 @@ def test_harness_run_writes_junit_csv_and_summary(tmp_path):
     assert "<testsuite" in (run_dir / "junit.xml").read_text()
     assert (run_dir / "results.csv").read_text().startswith("run_id,")
     assert "## Conformance run x" in (run_dir / "summary.md").read_text()
+
+
+def test_bad_expected_file_with_workers_is_one_line(run_with_workers, tmp_path):
+    expected = tmp_path / "expected.toml"
+    expected.write_text("garbage [[")
+
+    run = run_with_workers("--cases", "gpt2-tiny", "--expected", str(expected))
+
+    assert run.exit_code == pytest.ExitCode.USAGE_ERROR
+    assert f"expected-status file '{expected}' is not valid TOML" in run.stderr
+    assert "INTERNALERROR" not in run.stdout + run.stderr
