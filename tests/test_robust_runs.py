@@ -189,7 +189,7 @@ def test_harness_run_writes_junit_csv_and_summary(tmp_path):
     assert "## Conformance run x" in (run_dir / "summary.md").read_text()
 
 
-def test_bad_expected_file_with_workers_is_one_line(run_with_workers, tmp_path):
+def test_bad_expected_file_is_usage_error(run_with_workers, tmp_path):
     expected = tmp_path / "expected.toml"
     expected.write_text("garbage [[")
 
